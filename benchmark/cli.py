@@ -1,0 +1,166 @@
+"""The `zsbench` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import yaml
+
+from benchmark import paths
+from benchmark.errors import BenchmarkError
+
+
+def _options(pairs: list[str]) -> dict[str, Any]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise BenchmarkError(f"--opt {pair!r}: expected key=value")
+        options[key] = yaml.safe_load(value)
+    return options
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from benchmark.data import list_cards, load_card
+    from benchmark.protocol import list_protocols, load_protocol
+    from benchmark.registry import get_method_class, list_methods
+
+    if args.what == "methods":
+        for name in list_methods():
+            cls = get_method_class(name)
+            doc = (cls.__doc__ or "").strip().splitlines()
+            print(f"{name:16s} {doc[0] if doc else ''}")
+    elif args.what == "protocols":
+        for name in list_protocols():
+            protocol = load_protocol(name)
+            print(f"{name:22s} {protocol.short_hash}  {', '.join(protocol.benchmarks)}")
+    else:
+        for name in list_cards():
+            card = load_card(name)
+            print(f"{name:16s} {card.num_classes:4d} classes {card.num_images:6d} images  {card.title}")
+    return 0
+
+
+def cmd_check_data(args: argparse.Namespace) -> int:
+    from benchmark.data import check_dataset, list_cards, load_card
+    from benchmark.protocol import load_protocol
+
+    if args.protocol:
+        cards = {spec.dataset.name: spec.dataset for spec in load_protocol(args.protocol).benchmarks.values()}
+    else:
+        cards = {name: load_card(name) for name in (_csv(args.datasets) or list_cards())}
+    root = paths.data_root(args.data_root)
+    print(f"data root: {root}")
+    worst = 0
+    for card in cards.values():
+        check = check_dataset(card, root, read_files=args.read)
+        line = f"{card.name:16s} {check.status:10s} {check.found}/{check.expected}"
+        if check.status != "found":
+            worst = 1
+            line += f"  -> {check.remedy}"
+        print(line)
+        for file in check.missing[:3]:
+            print(f"    missing: {file}")
+        for file in check.unreadable[:3]:
+            print(f"    unreadable: {file}")
+    return worst
+
+
+def make_method_run(args: argparse.Namespace):
+    from benchmark.registry import build_method, get_method_class
+    from benchmark.runner import MethodRun
+
+    cls = get_method_class(args.method)
+    options = _options(args.opt)
+    weights_root = str(paths.weights_root(args.weights_root))
+    method = build_method(cls, args.checkpoint, options, weights_root)
+    return MethodRun(method, options, args.checkpoint)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from benchmark.leaderboard import miou_table
+    from benchmark.protocol import load_protocol
+    from benchmark.runner import EvalSettings, evaluate, init_distributed
+
+    protocol = load_protocol(args.protocol)
+    shard, device = init_distributed(args.device)
+    settings = EvalSettings(
+        data_root=paths.data_root(args.data_root),
+        results_root=paths.results_root(args.results),
+        batch_size=args.batch_size,
+        device=device,
+        limit=args.limit,
+        allow_incomplete=args.allow_incomplete,
+        skip_existing=args.skip_existing,
+        workers=args.workers,
+        save_every_s=args.save_every,
+        progress=not args.no_progress,
+    )
+    run = make_method_run(args)
+    records = evaluate(run, protocol, _csv(args.benchmarks), settings, shard)
+    if shard.is_main:
+        benchmarks = [spec.name for spec in protocol.select(_csv(args.benchmarks))]
+        print(f"protocol {protocol.name} ({protocol.short_hash}), results in {settings.results_root}")
+        if records:
+            print(miou_table(records, benchmarks))
+        else:
+            print("nothing evaluated (all records existed; --skip-existing)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zsbench", description="Zero-shot semantic segmentation benchmark suite")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    listing = commands.add_parser("list", help="list methods, protocols or datasets")
+    listing.add_argument("what", choices=["methods", "protocols", "datasets"])
+    listing.set_defaults(func=cmd_list)
+
+    check = commands.add_parser("check-data", help="report found / missing / incomplete datasets")
+    check.add_argument("--protocol", help="check the datasets of this protocol (name or YAML path)")
+    check.add_argument("--datasets", help="comma-separated card names (default: all cards)")
+    check.add_argument("--data-root", help="data root (default: $ZSSEG_DATA or ./data)")
+    check.add_argument("--read", action="store_true", help="also decode every file")
+    check.set_defaults(func=cmd_check_data)
+
+    run = commands.add_parser("eval", help="evaluate a method on a protocol's benchmarks")
+    run.add_argument("--method", required=True, help="registered name or package.module:ClassName")
+    run.add_argument("--protocol", required=True, help="protocol name or path to a YAML file")
+    run.add_argument("--benchmarks", help="comma-separated subset of the protocol's benchmarks")
+    run.add_argument("--checkpoint", help="weights file for the method")
+    run.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="method option (repeatable)")
+    run.add_argument("--batch-size", type=int, default=16, help="crops per forward pass")
+    run.add_argument("--device", default="cpu")
+    run.add_argument("--workers", type=int, default=2, help="DataLoader workers for decoding and resizing")
+    run.add_argument("--limit", type=int, help="only the first N images of each benchmark (record is partial)")
+    run.add_argument("--allow-incomplete", action="store_true", help="evaluate an incomplete dataset (partial)")
+    run.add_argument("--skip-existing", action="store_true", help="skip benchmarks whose record exists")
+    run.add_argument("--data-root", help="data root (default: $ZSSEG_DATA or ./data)")
+    run.add_argument("--weights-root", help="weights root (default: $ZSSEG_WEIGHTS or ~/.cache/zsseg)")
+    run.add_argument("--results", help="results folder (default: $ZSSEG_RESULTS or ./results)")
+    run.add_argument("--save-every", type=float, default=60.0, help="seconds between saves of partial state")
+    run.add_argument("--no-progress", action="store_true")
+    run.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BenchmarkError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: partial state saved; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""Dataset cards (datasets/*.yaml) -> samples on disk -> decoded images and labels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from benchmark import paths
+from benchmark.errors import ConfigError, DataError
+from benchmark.yamlio import check_fields, load_yaml_mapping
+
+PREPARE_HINT = "see datasets/README.md for the expected layout and where to download it"
+
+
+@dataclass(frozen=True)
+class DatasetCard:
+    name: str
+    title: str
+    source: str
+    root: str
+    img_dir: str
+    ann_dir: str
+    img_suffix: str
+    seg_map_suffix: str
+    split: str | None
+    num_images: int
+    ignore_index: int
+    reduce_zero_label: bool
+    has_background: bool
+    classes: tuple[str, ...]
+    notes: str
+    path: Path
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def identity(self) -> dict[str, Any]:
+        """Everything about the card that decides a number (hashed into protocols)."""
+        return {
+            "name": self.name, "root": self.root, "img_dir": self.img_dir, "ann_dir": self.ann_dir,
+            "img_suffix": self.img_suffix, "seg_map_suffix": self.seg_map_suffix, "split": self.split,
+            "num_images": self.num_images, "ignore_index": self.ignore_index,
+            "reduce_zero_label": self.reduce_zero_label, "classes": list(self.classes),
+        }
+
+
+_CARD_REQUIRED = {
+    "name": str, "root": str, "img_dir": str, "ann_dir": str, "img_suffix": str,
+    "seg_map_suffix": str, "num_images": int, "classes": list,
+}
+_CARD_OPTIONAL = {
+    "title": str, "source": str, "split": str, "ignore_index": int, "reduce_zero_label": bool,
+    "has_background": bool, "notes": str,
+}
+
+
+def card_path(name_or_path: str | Path) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix in {".yaml", ".yml"}:
+        return candidate
+    return paths.CARDS_DIR / f"{name_or_path}.yaml"
+
+
+def list_cards() -> list[str]:
+    return sorted(p.stem for p in paths.CARDS_DIR.glob("*.yaml"))
+
+
+def load_card(name_or_path: str | Path) -> DatasetCard:
+    path = card_path(name_or_path)
+    if not path.exists():
+        known = ", ".join(list_cards()) or "none"
+        raise ConfigError(f"{path}: no dataset card {str(name_or_path)!r} (cards: {known})")
+    raw = load_yaml_mapping(path)
+    check_fields(raw, _CARD_REQUIRED, _CARD_OPTIONAL, path)
+    if raw["name"] != path.stem:
+        raise ConfigError(f"{path}: key 'name' is {raw['name']!r} but must equal the file stem {path.stem!r}")
+    classes = raw["classes"]
+    if not classes or not all(isinstance(c, str) and c for c in classes):
+        raise ConfigError(f"{path}: key 'classes' must be a non-empty list of non-empty strings")
+    if len(set(classes)) != len(classes):
+        duplicates = sorted({c for c in classes if classes.count(c) > 1})
+        raise ConfigError(f"{path}: key 'classes' repeats {duplicates}")
+    for key in ("root", "img_dir", "ann_dir", "split"):
+        value = raw.get(key)
+        if value and (Path(value).is_absolute() or ".." in Path(value).parts):
+            raise ConfigError(f"{path}: key {key!r} must be a relative path inside the data root, got {value!r}")
+    ignore_index = raw.get("ignore_index", 255)
+    if 0 <= ignore_index < len(classes):
+        raise ConfigError(f"{path}: key 'ignore_index' {ignore_index} collides with a class id")
+    return DatasetCard(
+        name=raw["name"], title=raw.get("title") or raw["name"], source=raw.get("source") or "",
+        root=raw["root"], img_dir=raw["img_dir"], ann_dir=raw["ann_dir"], img_suffix=raw["img_suffix"],
+        seg_map_suffix=raw["seg_map_suffix"], split=raw.get("split"), num_images=raw["num_images"],
+        ignore_index=ignore_index, reduce_zero_label=bool(raw.get("reduce_zero_label", False)),
+        has_background=bool(raw.get("has_background", False)), classes=tuple(classes),
+        notes=raw.get("notes") or "", path=path,
+    )
+
+
+@dataclass(frozen=True)
+class Sample:
+    stem: str
+    image: Path
+    label: Path
+
+
+def _card_root(card: DatasetCard, data_root: Path) -> Path:
+    return data_root / card.root
+
+
+def list_stems(card: DatasetCard, data_root: Path) -> list[str]:
+    """The split's image stems, in split-file order (or sorted, without a split file)."""
+    root = _card_root(card, data_root)
+    if card.split:
+        split_file = root / card.split
+        if not split_file.exists():
+            raise DataError(f"{split_file}: split file of dataset {card.name!r} is missing; {PREPARE_HINT}")
+        try:
+            lines = split_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise DataError(f"{split_file}: cannot be read ({error}); {PREPARE_HINT}") from None
+        return [line.strip() for line in lines if line.strip()]
+    image_dir = root / card.img_dir
+    if not image_dir.is_dir():
+        raise DataError(f"{image_dir}: image folder of dataset {card.name!r} is missing; {PREPARE_HINT}")
+    stems = [
+        str(p.relative_to(image_dir))[: -len(card.img_suffix)]
+        for p in image_dir.rglob(f"*{card.img_suffix}")
+        if p.is_file()
+    ]
+    return sorted(stems)
+
+
+def list_samples(card: DatasetCard, data_root: Path) -> list[Sample]:
+    root = _card_root(card, data_root)
+    return [
+        Sample(
+            stem,
+            root / card.img_dir / f"{stem}{card.img_suffix}",
+            root / card.ann_dir / f"{stem}{card.seg_map_suffix}",
+        )
+        for stem in list_stems(card, data_root)
+    ]
+
+
+@dataclass
+class DataCheck:
+    dataset: str
+    status: str  # found | missing | incomplete | unreadable
+    found: int
+    expected: int
+    missing: list[str]
+    unreadable: list[str]
+    remedy: str
+
+
+def check_dataset(card: DatasetCard, data_root: Path, read_files: bool = False) -> DataCheck:
+    """Counts images and labels against the card; with read_files, also decodes every file."""
+    root = _card_root(card, data_root)
+    remedy = f"prepare {card.name} under {root} ({PREPARE_HINT})"
+    try:
+        samples = list_samples(card, data_root)
+    except DataError:
+        return DataCheck(card.name, "missing", 0, card.num_images, [], [], remedy)
+    missing = [str(p) for s in samples for p in (s.image, s.label) if not p.is_file()]
+    unreadable: list[str] = []
+    if read_files:
+        for sample in samples:
+            for file, reader in ((sample.image, read_image), (sample.label, read_label_raw)):
+                if file.is_file():
+                    try:
+                        reader(file)
+                    except DataError:
+                        unreadable.append(str(file))
+    found = sum(1 for s in samples if s.image.is_file() and s.label.is_file())
+    if unreadable:
+        status = "unreadable"
+    elif found == 0:
+        status = "missing"
+    elif found < card.num_images or missing:
+        status = "incomplete"
+    else:
+        status = "found"
+    return DataCheck(card.name, status, found, card.num_images, missing, unreadable, remedy)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """uint8 HxWx3 in RGB order, decoded by OpenCV as mmcv's default backend does."""
+    data = np.fromfile(path, dtype=np.uint8) if path.is_file() else None
+    if data is None:
+        raise DataError(f"{path}: image file is missing; {PREPARE_HINT}")
+    if data.size == 0:
+        raise DataError(f"{path}: image file is empty (0 bytes); re-download or re-prepare the dataset")
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataError(f"{path}: image cannot be decoded (corrupt or not an image); re-download or re-prepare it")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_label_raw(path: Path) -> np.ndarray:
+    """The label file's index values, HxW. Palette PNGs give their indices, never colours."""
+    if not path.is_file():
+        raise DataError(f"{path}: label file is missing; {PREPARE_HINT}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode = image.mode
+            if mode in {"RGB", "RGBA", "LA"}:
+                raise DataError(
+                    f"{path}: label is a colour ({mode}) image, expected an index PNG (mode L or P); "
+                    "convert it to class indices (see datasets/README.md)"
+                )
+            array = np.array(image)
+    except DataError:
+        raise
+    except (OSError, ValueError, SyntaxError) as error:
+        raise DataError(f"{path}: label cannot be decoded ({error}); re-download or re-prepare it") from None
+    if array.ndim != 2:
+        raise DataError(f"{path}: label has shape {array.shape}, expected a single-channel index image")
+    return array
+
+
+def map_label(raw: np.ndarray, card: DatasetCard, path: Path) -> np.ndarray:
+    """Card semantics applied to raw index values: reduce_zero_label, value check. int64 HxW."""
+    label = raw.astype(np.int64)
+    if card.reduce_zero_label:
+        label[label == 0] = 255
+        label -= 1
+        label[label == 254] = 255
+        if card.ignore_index != 255:
+            label[label == 255] = card.ignore_index
+    valid = (label == card.ignore_index) | ((label >= 0) & (label < card.num_classes))
+    if not valid.all():
+        bad = np.unique(raw[~valid])[:10].tolist()
+        raise DataError(
+            f"{path}: label values {bad} are outside dataset {card.name!r}'s {card.num_classes} classes "
+            f"(ignore index {card.ignore_index}); is the label converted for this card? see datasets/README.md"
+        )
+    return label
+
+
+def read_label(path: Path, card: DatasetCard) -> np.ndarray:
+    return map_label(read_label_raw(path), card, path)
+
+
+class BenchmarkDataset(torch.utils.data.Dataset):
+    """The samples at `indices` of a card's split: decoded, checked, and transformed image + label."""
+
+    def __init__(
+        self,
+        card: DatasetCard,
+        samples: list[Sample],
+        indices: list[int],
+        transform: Callable[[np.ndarray], torch.Tensor],
+    ) -> None:
+        self.card = card
+        self.samples = samples
+        self.indices = indices
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        index = self.indices[position]
+        sample = self.samples[index]
+        image = read_image(sample.image)
+        label = read_label(sample.label, self.card)
+        if image.shape[:2] != label.shape:
+            raise DataError(
+                f"{sample.label}: label size {label.shape[1]}x{label.shape[0]} differs from image "
+                f"{sample.image} size {image.shape[1]}x{image.shape[0]}; re-prepare the dataset"
+            )
+        return {
+            "index": index,
+            "stem": sample.stem,
+            "image": self.transform(image),
+            "label": torch.from_numpy(label),
+        }
+
+
+def single_item(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """DataLoader collate for batch_size=1: images of different sizes stay unbatched."""
+    return batch[0]

@@ -1,0 +1,244 @@
+"""Resize, normalise, batched sliding window, stitching, background rule, argmax."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from benchmark.errors import NumericalError
+from benchmark.protocol import BackgroundSpec, BenchmarkSpec, ImageSpec, InferenceSpec
+from methods.base import SegMethod
+
+Window = tuple[int, int, int, int]  # y1, y2, x1, x2
+
+
+def rescale_size(width: int, height: int, short: int, long_max: int) -> tuple[int, int]:
+    """mmcv `rescale_size` with scale (long_max, short), keep ratio: the new (width, height)."""
+    factor = min(max(long_max, short) / max(height, width), min(long_max, short) / min(height, width))
+    return int(width * factor + 0.5), int(height * factor + 0.5)
+
+
+def resize_image(image: np.ndarray, spec: ImageSpec) -> np.ndarray:
+    """OpenCV bilinear on the decoded uint8 image, as mmcv `imrescale` does."""
+    if spec.resize_short is None:
+        return image
+    height, width = image.shape[:2]
+    size = rescale_size(width, height, spec.resize_short, spec.resize_long_max or spec.resize_short)
+    if size == (width, height):
+        return image
+    return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+
+
+def normalize(image: np.ndarray, spec: ImageSpec) -> Tensor:
+    """uint8 HxWx3 RGB -> float32 [3,H,W], (x - mean) / std in float32 as mmcv does."""
+    array = image.astype(np.float32)
+    array = (array - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+class ImagePreprocessor:
+    """Decoded RGB uint8 -> resized, normalised tensor; picklable for DataLoader workers."""
+
+    def __init__(self, spec: ImageSpec) -> None:
+        self.spec = spec
+
+    def __call__(self, image: np.ndarray) -> Tensor:
+        return normalize(resize_image(image, self.spec), self.spec)
+
+
+def slide_windows(height: int, width: int, crop: int, stride: int) -> list[Window]:
+    """mmseg `slide_inference` window positions, row by row."""
+    rows = max(height - crop + stride - 1, 0) // stride + 1
+    cols = max(width - crop + stride - 1, 0) // stride + 1
+    windows = []
+    for row in range(rows):
+        for col in range(cols):
+            y2 = min(row * stride + crop, height)
+            x2 = min(col * stride + crop, width)
+            windows.append((max(y2 - crop, 0), y2, max(x2 - crop, 0), x2))
+    return windows
+
+
+def windows_for(spec: InferenceSpec, height: int, width: int) -> list[Window]:
+    if spec.mode == "whole":
+        return [(0, height, 0, width)]
+    return slide_windows(height, width, spec.crop, spec.stride)
+
+
+def class_scores(name_scores: Tensor, spec: BenchmarkSpec, score_kind: str) -> Tensor:
+    """[n_names,H,W] -> [n_prompted_classes,H,W]: softmax over all names (logits), max over synonyms."""
+    if score_kind == "logits":
+        probs = name_scores.softmax(dim=0)
+    elif score_kind == "probs":
+        probs = name_scores
+    else:
+        raise ValueError(f"score_kind must be 'logits' or 'probs', got {score_kind!r}")
+    if len(spec.class_names) == probs.shape[0]:
+        return probs
+    bounds = np.cumsum([0] + [len(s) for s in spec.class_names])
+    return torch.stack([probs[a:b].amax(dim=0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+
+
+def apply_background(probs: Tensor, background: BackgroundSpec, value: float | None) -> Tensor:
+    """Class probabilities [C',H,W] -> label map [H,W] under the background rule."""
+    if background.rule == "threshold":
+        constant = torch.full_like(probs[:1], float(value))
+        probs = torch.cat([constant, probs], dim=0)
+    if background.area_thd is not None:
+        probs = _suppress_small_classes(probs, background.area_thd)
+    pred = probs.argmax(dim=0)
+    if background.rule == "prob_thd":
+        pred[probs.amax(dim=0) < value] = 0
+    return pred
+
+
+def _suppress_small_classes(probs: Tensor, area_thd: float) -> Tensor:
+    """SCLIP: zero a non-background class whose argmax area is below area_thd of all non-background area."""
+    num_classes = probs.shape[0]
+    areas = torch.bincount(probs.argmax(dim=0).reshape(-1), minlength=num_classes)[1:]
+    keep = (areas > area_thd * areas.sum()).to(probs.dtype)
+    probs = probs.clone()
+    probs[1:] *= keep[:, None, None]
+    return probs
+
+
+@dataclass
+class PreparedImage:
+    index: int
+    stem: str
+    image: Tensor  # [3,h,w] resized and normalised
+    label: Tensor  # [H,W] int64 at the original size
+
+
+@dataclass
+class _Job:
+    item: PreparedImage
+    remaining: int
+    count: Tensor
+    scores: Tensor | None = None
+    windows: list[Window] = field(default_factory=list)
+
+
+@dataclass
+class Prediction:
+    item: PreparedImage
+    pred: Tensor  # [H,W] int64 class ids on the engine's device
+
+
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class SlidingWindowPredictor:
+    """Streams images in, batches crops across images, stitches, and yields label maps in order.
+
+    Only the images whose windows are still in flight are held, so memory does not grow with the
+    split; results do not depend on the batch size.
+    """
+
+    def __init__(
+        self,
+        method: SegMethod,
+        bank: Any,
+        spec: BenchmarkSpec,
+        background_value: float | None,
+        batch_size: int = 16,
+        device: torch.device | str = "cpu",
+        precision: str = "fp32",
+    ) -> None:
+        self.method = method
+        self.bank = bank
+        self.spec = spec
+        self.background_value = background_value
+        self.batch_size = max(1, batch_size)
+        self.device = torch.device(device)
+        self.precision = precision
+        self.num_names = len(spec.flat_names)
+        self._pending: deque[tuple[_Job, Window]] = deque()
+        self._jobs: deque[_Job] = deque()
+
+    def push(self, item: PreparedImage) -> Iterator[Prediction]:
+        image = item.image.to(self.device, non_blocking=True)
+        item = PreparedImage(item.index, item.stem, image, item.label)
+        height, width = image.shape[-2:]
+        windows = windows_for(self.spec.inference, height, width)
+        job = _Job(item, len(windows), torch.zeros(height, width, device=self.device), windows=windows)
+        self._jobs.append(job)
+        self._pending.extend((job, window) for window in windows)
+        while len(self._pending) >= self.batch_size:
+            self._run_batch()
+            yield from self._finished()
+
+    def flush(self) -> Iterator[Prediction]:
+        while self._pending:
+            self._run_batch()
+            yield from self._finished()
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        dtype = _AUTOCAST_DTYPES.get(self.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _run_batch(self) -> None:
+        first_job, (y1, y2, x1, x2) = self._pending[0]
+        shape = (y2 - y1, x2 - x1)
+        batch: list[tuple[_Job, Window]] = []
+        while self._pending and len(batch) < self.batch_size:
+            job, window = self._pending[0]
+            if (window[1] - window[0], window[3] - window[2]) != shape:
+                break
+            batch.append(self._pending.popleft())
+        crops = torch.stack([job.item.image[:, a:b, c:d] for job, (a, b, c, d) in batch])
+        with torch.no_grad(), self._autocast():
+            scores = self.method.predict_masks(crops, self.bank)
+        scores = self._checked(scores, batch, shape)
+        for (job, (a, b, c, d)), crop_scores in zip(batch, scores, strict=True):
+            if job.scores is None:
+                job.scores = torch.zeros(self.num_names, *job.count.shape, device=self.device)
+            job.scores[:, a:b, c:d] += crop_scores
+            job.count[a:b, c:d] += 1
+            job.remaining -= 1
+
+    def _checked(self, scores: Tensor, batch: list[tuple[_Job, Window]], shape: tuple[int, int]) -> Tensor:
+        method = self.method.name
+        expected = (len(batch), self.num_names)
+        if scores.ndim != 4 or tuple(scores.shape[:2]) != expected:
+            raise ValueError(
+                f"method {method!r} returned scores of shape {tuple(scores.shape)}; expected "
+                f"[{expected[0]}, {expected[1]}, h, w] for {expected[0]} crops and {expected[1]} names"
+            )
+        if scores.shape[-2] > shape[0] or scores.shape[-1] > shape[1]:
+            raise ValueError(f"method {method!r} returned scores larger than the crop {shape}")
+        if not torch.isfinite(scores).all():
+            stems = sorted({job.item.stem for job, _ in batch})
+            raise NumericalError(
+                f"method {method!r} produced NaN/Inf scores on benchmark {self.spec.name!r}, image(s) {stems}; "
+                "the run was stopped so that no number is computed from them"
+            )
+        scores = scores.float()
+        if tuple(scores.shape[-2:]) != shape:
+            scores = F.interpolate(scores, size=shape, mode="bilinear", align_corners=False)
+        return scores
+
+    def _finished(self) -> Iterator[Prediction]:
+        while self._jobs and self._jobs[0].remaining == 0:
+            job = self._jobs.popleft()
+            yield Prediction(job.item, self._finalize(job))
+
+    def _finalize(self, job: _Job) -> Tensor:
+        scores = job.scores / job.count
+        label_size = tuple(job.item.label.shape[-2:])
+        if tuple(scores.shape[-2:]) != label_size:
+            scores = F.interpolate(scores[None], size=label_size, mode="bilinear", align_corners=False)[0]
+        scores = self.method.refine(job.item.image, scores)
+        probs = class_scores(scores, self.spec, self.method.score_kind)
+        return apply_background(probs, self.spec.background, self.background_value)

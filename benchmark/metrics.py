@@ -1,0 +1,70 @@
+"""Confusion matrix -> IoU / mIoU / aAcc / mAcc with mmseg IoUMetric semantics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+class ConfusionMatrix:
+    """Rows: ground truth, columns: prediction, summed over a whole split; int64 on any device."""
+
+    def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str = "cpu") -> None:
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+
+    def update(self, pred: Tensor, label: Tensor) -> None:
+        """pred, label: integer tensors of one shape; label pixels equal to ignore_index are skipped."""
+        if pred.shape != label.shape:
+            raise ValueError(f"prediction {tuple(pred.shape)} and label {tuple(label.shape)} differ in shape")
+        label = label.to(self.matrix.device, torch.int64).reshape(-1)
+        pred = pred.to(self.matrix.device, torch.int64).reshape(-1)
+        keep = label != self.ignore_index
+        k = self.num_classes
+        counts = torch.bincount(label[keep] * k + pred[keep], minlength=k * k)
+        self.matrix += counts.reshape(k, k)
+
+    def merge(self, other: Tensor) -> None:
+        self.matrix += other.to(self.matrix.device, torch.int64)
+
+    def all_reduce(self) -> None:
+        """Sum over the processes of torch.distributed (no-op when it is not initialised)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM)
+
+    def compute(self) -> SegScores:
+        return scores_from_matrix(self.matrix)
+
+
+@dataclass(frozen=True)
+class SegScores:
+    """Fractions in [0, 1]; NaN per class where the class never appears in label or prediction."""
+
+    iou: list[float]
+    acc: list[float]
+    miou: float
+    macc: float
+    aacc: float
+
+
+def _nanmean(values: Tensor) -> float:
+    finite = values[~torch.isnan(values)]
+    return float(finite.mean()) if finite.numel() else float("nan")
+
+
+def scores_from_matrix(matrix: Tensor) -> SegScores:
+    m = matrix.double().cpu()
+    intersect = torch.diagonal(m)
+    area_label = m.sum(dim=1)
+    area_pred = m.sum(dim=0)
+    union = area_label + area_pred - intersect
+    iou = intersect / union  # 0/0 -> NaN: the class is absent from labels and predictions
+    acc = intersect / area_label
+    total = area_label.sum()
+    aacc = float(intersect.sum() / total) if total > 0 else float("nan")
+    return SegScores(iou=iou.tolist(), acc=acc.tolist(), miou=_nanmean(iou), macc=_nanmean(acc), aacc=aacc)

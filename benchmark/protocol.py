@@ -1,0 +1,302 @@
+"""Protocols (protocols/*.yaml): everything that decides a number, validated and hashed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmark import paths
+from benchmark.data import DatasetCard, load_card
+from benchmark.errors import ConfigError
+from benchmark.yamlio import check_fields, confined_path, load_yaml_mapping
+
+RESIZE_FIELDS = {"short": int, "long_max": int}
+BACKGROUND_RULES = ("none", "names", "threshold", "prob_thd")
+AGGREGATIONS = ("mean_unnormalised", "mean_normalised")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    resize_short: int | None
+    resize_long_max: int | None
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class InferenceSpec:
+    mode: str  # slide | whole
+    crop: int | None
+    stride: int | None
+
+
+@dataclass(frozen=True)
+class BackgroundSpec:
+    rule: str
+    value: float | None = None
+    area_thd: float | None = None
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    templates: tuple[str, ...]
+    aggregation: str
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    name: str
+    dataset: DatasetCard
+    class_names: tuple[tuple[str, ...], ...]  # names per prompted class, synonyms grouped
+    image: ImageSpec
+    inference: InferenceSpec
+    background: BackgroundSpec
+    method_settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def flat_names(self) -> list[str]:
+        return [name for synonyms in self.class_names for name in synonyms]
+
+    @property
+    def name_to_class(self) -> list[int]:
+        """For each flat name, the index of its prompted class."""
+        return [k for k, synonyms in enumerate(self.class_names) for _ in synonyms]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    title: str
+    source: str
+    path: Path
+    precision: str
+    text: TextSpec
+    benchmarks: dict[str, BenchmarkSpec]
+    hash: str
+
+    def select(self, names: list[str] | None) -> list[BenchmarkSpec]:
+        if not names:
+            return list(self.benchmarks.values())
+        unknown = [n for n in names if n not in self.benchmarks]
+        if unknown:
+            raise ConfigError(
+                f"{self.path}: protocol {self.name!r} has no benchmark {unknown}; it has {list(self.benchmarks)}"
+            )
+        return [self.benchmarks[n] for n in names]
+
+    @property
+    def short_hash(self) -> str:
+        return self.hash[:12]
+
+
+def protocol_path(name_or_path: str | Path) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix in {".yaml", ".yml"}:
+        return candidate
+    return paths.PROTOCOLS_DIR / f"{name_or_path}.yaml"
+
+
+def list_protocols() -> list[str]:
+    return sorted(p.stem for p in paths.PROTOCOLS_DIR.glob("*.yaml"))
+
+
+def read_lines(path: Path, what: str) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: {what} file cannot be read ({error})") from None
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def split_names(line: str) -> list[str]:
+    """Comma-separated names, stripped; a name in double quotes is kept verbatim (spaces, commas)."""
+    names, current, quoted = [], [], False
+    for char in line:
+        if char == '"':
+            quoted = not quoted
+            current.append(char)
+        elif char == "," and not quoted:
+            names.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    names.append("".join(current))
+    result = []
+    for name in (n.strip() for n in names):
+        if len(name) >= 2 and name[0] == name[-1] == '"':
+            name = name[1:-1]
+        if name.strip():
+            result.append(name)
+    return result
+
+
+def read_class_names(path: Path) -> tuple[tuple[str, ...], ...]:
+    """One class per line, synonyms comma-separated (see split_names)."""
+    classes = []
+    for number, line in enumerate(read_lines(path, "class-name"), start=1):
+        synonyms = tuple(split_names(line))
+        if not synonyms:
+            raise ConfigError(f"{path}: class {number} has no name")
+        classes.append(synonyms)
+    return tuple(classes)
+
+
+def read_templates(path: Path) -> tuple[str, ...]:
+    templates = tuple(read_lines(path, "template"))
+    if not templates:
+        raise ConfigError(f"{path}: template file is empty")
+    for template in templates:
+        if template.count("{}") != 1:
+            raise ConfigError(f"{path}: template {template!r} must contain exactly one '{{}}'")
+    return templates
+
+
+def _image_spec(raw: dict[str, Any], path: Path, where: str) -> ImageSpec:
+    check_fields(raw, {"mean": list, "std": list}, {"resize": dict}, path, where)
+    resize = raw.get("resize")
+    if resize is not None:
+        check_fields(resize, RESIZE_FIELDS, {}, path, f"{where}resize: ")
+    for key in ("mean", "std"):
+        values = raw[key]
+        if len(values) != 3 or not all(isinstance(v, (int, float)) for v in values):
+            raise ConfigError(f"{path}: {where}key {key!r} must be three numbers (RGB), got {values!r}")
+    if any(v <= 0 for v in raw["std"]):
+        raise ConfigError(f"{path}: {where}key 'std' must be positive")
+    return ImageSpec(
+        resize_short=resize["short"] if resize else None,
+        resize_long_max=resize["long_max"] if resize else None,
+        mean=tuple(float(v) for v in raw["mean"]),
+        std=tuple(float(v) for v in raw["std"]),
+    )
+
+
+def _inference_spec(raw: dict[str, Any], path: Path, where: str) -> InferenceSpec:
+    check_fields(raw, {"mode": str}, {"crop": int, "stride": int}, path, where)
+    mode = raw["mode"]
+    if mode not in ("slide", "whole"):
+        raise ConfigError(f"{path}: {where}key 'mode' must be 'slide' or 'whole', got {mode!r}")
+    if mode == "slide":
+        for key in ("crop", "stride"):
+            if not raw.get(key) or raw[key] <= 0:
+                raise ConfigError(f"{path}: {where}slide mode needs a positive {key!r}")
+    return InferenceSpec(mode=mode, crop=raw.get("crop"), stride=raw.get("stride"))
+
+
+def _background_spec(raw: dict[str, Any], path: Path, where: str) -> BackgroundSpec:
+    check_fields(raw, {"rule": str}, {"value": float, "area_thd": float}, path, where)
+    if raw["rule"] not in BACKGROUND_RULES:
+        raise ConfigError(f"{path}: {where}key 'rule' must be one of {BACKGROUND_RULES}, got {raw['rule']!r}")
+    return BackgroundSpec(rule=raw["rule"], value=raw.get("value"), area_thd=raw.get("area_thd"))
+
+
+def _merged(top: dict[str, Any] | None, override: dict[str, Any] | None) -> dict[str, Any] | None:
+    if override is None:
+        return top
+    return {**(top or {}), **override}
+
+
+_PROTOCOL_REQUIRED = {"name": str, "image": dict, "inference": dict, "text": dict, "benchmarks": dict}
+_PROTOCOL_OPTIONAL = {"title": str, "source": str, "precision": str, "background": dict, "method_settings": dict}
+_BENCHMARK_REQUIRED = {"dataset": str, "classes": str}
+_BENCHMARK_OPTIONAL = {"image": dict, "inference": dict, "background": dict, "method_settings": dict}
+
+
+def _check_class_count(spec: BenchmarkSpec, classes_file: Path) -> None:
+    card = spec.dataset
+    prompted = len(spec.class_names)
+    if spec.background.rule == "threshold":
+        if not card.has_background:
+            raise ConfigError(
+                f"{classes_file}: the threshold background rule needs a card with a background class 0; "
+                f"{card.path} has has_background: false"
+            )
+        expected, what = card.num_classes - 1, "classes after background (threshold rule)"
+    else:
+        expected, what = card.num_classes, "classes"
+    if prompted != expected:
+        raise ConfigError(
+            f"{classes_file}: {prompted} class lines, but {card.path} needs {expected} {what} "
+            f"for benchmark {spec.name!r}"
+        )
+    if spec.background.rule in ("prob_thd", "names") and not card.has_background:
+        raise ConfigError(f"{classes_file}: rule {spec.background.rule!r} needs a card with a background class 0")
+
+
+def load_protocol(name_or_path: str | Path) -> Protocol:
+    path = protocol_path(name_or_path)
+    if not path.exists():
+        known = ", ".join(list_protocols()) or "none"
+        raise ConfigError(f"{path}: no protocol {str(name_or_path)!r} (protocols: {known})")
+    raw = load_yaml_mapping(path)
+    check_fields(raw, _PROTOCOL_REQUIRED, _PROTOCOL_OPTIONAL, path)
+    if raw["name"] != path.stem:
+        raise ConfigError(f"{path}: key 'name' is {raw['name']!r} but must equal the file stem {path.stem!r}")
+    base = path.parent
+    precision = raw.get("precision") or "fp32"
+    if precision not in PRECISIONS:
+        raise ConfigError(f"{path}: key 'precision' must be one of {PRECISIONS}, got {precision!r}")
+    check_fields(raw["text"], {"templates": str, "aggregation": str}, {}, path, "text: ")
+    if raw["text"]["aggregation"] not in AGGREGATIONS:
+        raise ConfigError(f"{path}: text: key 'aggregation' must be one of {AGGREGATIONS}")
+    templates = read_templates(confined_path(base, raw["text"]["templates"], path, "text.templates"))
+    text = TextSpec(templates=templates, aggregation=raw["text"]["aggregation"])
+    if not raw["benchmarks"]:
+        raise ConfigError(f"{path}: key 'benchmarks' is empty")
+    top_settings = raw.get("method_settings") or {}
+    benchmarks: dict[str, BenchmarkSpec] = {}
+    for bench_name, bench_raw in raw["benchmarks"].items():
+        where = f"benchmarks: {bench_name}: "
+        check_fields(bench_raw, _BENCHMARK_REQUIRED, _BENCHMARK_OPTIONAL, path, where)
+        classes_file = confined_path(base, bench_raw["classes"], path, f"benchmarks.{bench_name}.classes")
+        spec = BenchmarkSpec(
+            name=bench_name,
+            dataset=_card(bench_raw["dataset"], base, path, bench_name),
+            class_names=read_class_names(classes_file),
+            image=_image_spec(_merged(raw["image"], bench_raw.get("image")), path, f"{where}image: "),
+            inference=_inference_spec(
+                _merged(raw["inference"], bench_raw.get("inference")), path, f"{where}inference: "
+            ),
+            background=_background_spec(
+                _merged(raw.get("background") or {"rule": "none"}, bench_raw.get("background")),
+                path,
+                f"{where}background: ",
+            ),
+            method_settings={**top_settings, **(bench_raw.get("method_settings") or {})},
+        )
+        _check_class_count(spec, classes_file)
+        benchmarks[bench_name] = spec
+    content = {
+        "name": raw["name"],
+        "precision": precision,
+        "text": {"templates": list(text.templates), "aggregation": text.aggregation},
+        "benchmarks": {name: _spec_content(spec) for name, spec in benchmarks.items()},
+    }
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return Protocol(
+        name=raw["name"], title=raw.get("title") or raw["name"], source=raw.get("source") or "", path=path,
+        precision=precision, text=text, benchmarks=benchmarks, hash=digest,
+    )
+
+
+def _card(reference: str, base: Path, path: Path, bench_name: str) -> DatasetCard:
+    """A card name (datasets/<name>.yaml) or a card file relative to the protocol's folder."""
+    if reference.endswith((".yaml", ".yml")):
+        return load_card(confined_path(base, reference, path, f"benchmarks.{bench_name}.dataset"))
+    return load_card(reference)
+
+
+def _spec_content(spec: BenchmarkSpec) -> dict[str, Any]:
+    return {
+        "dataset": spec.dataset.identity(),
+        "class_names": [list(s) for s in spec.class_names],
+        "image": asdict(spec.image),
+        "inference": asdict(spec.inference),
+        "background": asdict(spec.background),
+        "method_settings": spec.method_settings,
+    }

@@ -1,0 +1,102 @@
+"""Result records and partial-run state, written atomically (temp file + rename)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmark.errors import BenchmarkError
+
+RECORD_SCHEMA = 1
+
+
+def write_json_atomic(path: Path, content: Any) -> None:
+    """Readers see the old file or the new one, never a half-written one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(content, handle, indent=1, sort_keys=False, allow_nan=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BenchmarkError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BenchmarkError(f"{path}: not a readable JSON file ({error}); delete it to recompute") from None
+
+
+def run_folder(results_root: Path, protocol_name: str, run_id: str) -> Path:
+    return results_root / protocol_name / run_id
+
+
+def record_path(folder: Path, benchmark: str, partial: bool) -> Path:
+    return folder / (f"{benchmark}.partial.json" if partial else f"{benchmark}.json")
+
+
+def state_path(folder: Path, benchmark: str, rank: int, world: int) -> Path:
+    return folder / f".{benchmark}.state.r{rank}of{world}.json"
+
+
+class PartialState:
+    """Confusion matrix over the first `done` images of a shard, and the seconds spent on them."""
+
+    def __init__(self, key: dict[str, Any], matrix: torch.Tensor, done: int = 0, seconds: float = 0.0) -> None:
+        self.key = key
+        self.matrix = matrix
+        self.done = done
+        self.seconds = seconds
+
+    def save(self, path: Path) -> None:
+        write_json_atomic(path, {
+            "key": self.key, "done": self.done, "seconds": self.seconds,
+            "matrix": self.matrix.cpu().tolist(),
+        })
+
+    @classmethod
+    def load_or_new(cls, path: Path, key: dict[str, Any], matrix: torch.Tensor) -> PartialState:
+        """Resume from `path` if it was saved for the same key; else start from zero."""
+        if path.exists():
+            try:
+                saved = json.loads(path.read_text(encoding="utf-8"))
+                if saved.get("key") == key:
+                    loaded = torch.tensor(saved["matrix"], dtype=torch.int64, device=matrix.device)
+                    if loaded.shape == matrix.shape:
+                        return cls(key, loaded, int(saved["done"]), float(saved["seconds"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        return cls(key, matrix)
+
+
+def load_records(sources: list[Path]) -> list[dict[str, Any]]:
+    """Every record under the given files or folders (partial state files excluded)."""
+    records = []
+    for source in sources:
+        files = [source] if source.is_file() else sorted(source.rglob("*.json"))
+        for file in files:
+            if file.name.startswith("."):
+                continue
+            content = read_json(file)
+            if isinstance(content, dict) and content.get("schema") == RECORD_SCHEMA:
+                content["_path"] = str(file)
+                records.append(content)
+    return records

@@ -1,0 +1,339 @@
+"""(method x benchmarks of a protocol) -> one record per benchmark: sharded, resumable, atomic."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from benchmark import paths
+from benchmark.data import BenchmarkDataset, DataError, check_dataset, list_samples, single_item
+from benchmark.errors import ConfigError
+from benchmark.inference import ImagePreprocessor, PreparedImage, SlidingWindowPredictor
+from benchmark.metrics import ConfusionMatrix
+from benchmark.protocol import BenchmarkSpec, Protocol
+from benchmark.results import (
+    RECORD_SCHEMA,
+    PartialState,
+    record_path,
+    run_folder,
+    state_path,
+    write_json_atomic,
+)
+from methods.base import SegMethod
+
+
+@dataclass
+class EvalSettings:
+    data_root: Path = field(default_factory=paths.data_root)
+    results_root: Path = field(default_factory=paths.results_root)
+    batch_size: int = 16
+    device: str = "cpu"
+    limit: int | None = None
+    allow_incomplete: bool = False
+    skip_existing: bool = False
+    workers: int = 0
+    save_every_s: float = 60.0
+    save_every_images: int | None = None
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class MethodRun:
+    """A configured method: what decides its numbers, and the id its records are filed under."""
+
+    method: SegMethod
+    options: dict[str, Any]
+    checkpoint: str | None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {**self.options, **self.method.config()}
+
+    @property
+    def run_id(self) -> str:
+        identity = {"name": self.method.name, "config": self.config, "checkpoint": self.method.checkpoint_sha256()}
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+        return f"{self.method.name}-{digest[:10]}"
+
+
+@dataclass(frozen=True)
+class Shard:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> tuple[Shard, str]:
+    """Under torchrun (WORLD_SIZE > 1): join the group; each rank gets its own CUDA device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Shard(), device
+    rank = int(os.environ["RANK"])
+    if device.startswith("cuda"):
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        device = f"cuda:{local}"
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return Shard(rank, world), device
+
+
+def resolve_background_value(method: SegMethod, protocol: Protocol, spec: BenchmarkSpec) -> float | None:
+    rule = spec.background.rule
+    if rule not in ("threshold", "prob_thd"):
+        return None
+    if spec.background.value is not None:
+        return float(spec.background.value)
+    value = method.background_value(protocol, spec, rule)
+    if value is None:
+        raise ConfigError(
+            f"{protocol.path}: benchmark {spec.name!r} uses background rule {rule!r} with no value, and method "
+            f"{method.name!r} declares none; set benchmarks.{spec.name}.background.value in the protocol"
+        )
+    return float(value)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for package in ("torch", "torchvision", "open_clip_torch", "numpy", "zsseg-bench"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def _git_commit() -> str | None:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=paths.REPO_ROOT, capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=paths.REPO_ROOT, capture_output=True, text=True, timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if commit.returncode != 0:
+        return None
+    return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+class TextBankCache:
+    """One text bank per (names, templates, aggregation) for the life of a method run."""
+
+    def __init__(self) -> None:
+        self._banks: dict[tuple, Any] = {}
+
+    def get(self, method: SegMethod, protocol: Protocol, spec: BenchmarkSpec) -> Any:
+        key = (spec.class_names, protocol.text.templates, protocol.text.aggregation)
+        if key not in self._banks:
+            self._banks[key] = method.encode_classes([list(s) for s in spec.class_names], list(protocol.text.templates))
+        return self._banks[key]
+
+
+def _shard_indices(count: int, shard: Shard) -> list[int]:
+    return list(range(shard.rank, count, shard.world))
+
+
+def evaluate_benchmark(
+    run: MethodRun,
+    protocol: Protocol,
+    spec: BenchmarkSpec,
+    settings: EvalSettings,
+    shard: Shard = Shard(),
+    banks: TextBankCache | None = None,
+) -> dict[str, Any] | None:
+    """Evaluates one benchmark; returns its record (on the main rank) or None when skipped."""
+    method = run.method
+    card = spec.dataset
+    folder = run_folder(settings.results_root, protocol.name, run.run_id)
+    partial_reasons: list[str] = []
+    if settings.limit is not None:
+        partial_reasons.append(f"limit {settings.limit}")
+
+    samples = list_samples(card, settings.data_root)
+    check = check_dataset(card, settings.data_root)
+    if check.status != "found":
+        if not settings.allow_incomplete or check.status == "missing":
+            missing = f"; first missing: {check.missing[0]}" if check.missing else ""
+            raise DataError(
+                f"{settings.data_root / card.root}: dataset {card.name!r} is {check.status} "
+                f"({check.found}/{check.expected} images with labels{missing}); {check.remedy}, "
+                "or pass --allow-incomplete to evaluate what is there (the record is marked partial)"
+            )
+        samples = [s for s in samples if s.image.is_file() and s.label.is_file()]
+        partial_reasons.append(f"incomplete dataset: {len(samples)}/{card.num_images} images")
+    if settings.limit is not None:
+        samples = samples[: settings.limit]
+    partial = bool(partial_reasons)
+    target = record_path(folder, spec.name, partial)
+    if settings.skip_existing and not partial and target.exists():
+        return None
+
+    background_value = resolve_background_value(method, protocol, spec)
+    method.setup(protocol, spec)
+    bank = (banks or TextBankCache()).get(method, protocol, spec)
+
+    device = torch.device(settings.device)
+    indices = _shard_indices(len(samples), shard)
+    key = {
+        "protocol": protocol.hash, "run": run.run_id, "benchmark": spec.name, "rank": shard.rank,
+        "world": shard.world, "images": len(samples), "limit": settings.limit,
+    }
+    state_file = state_path(folder, spec.name, shard.rank, shard.world)
+    matrix = ConfusionMatrix(card.num_classes, card.ignore_index, device)
+    state = PartialState.load_or_new(state_file, key, matrix.matrix)
+    matrix.matrix = state.matrix
+
+    dataset = BenchmarkDataset(card, samples, indices[state.done :], ImagePreprocessor(spec.image))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=1, collate_fn=single_item, num_workers=settings.workers,
+        pin_memory=device.type == "cuda", persistent_workers=False,
+    )
+    predictor = SlidingWindowPredictor(
+        method, bank, spec, background_value, settings.batch_size, device, protocol.precision
+    )
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    bar = tqdm(
+        total=len(indices), initial=state.done, desc=f"{method.name} {spec.name}", unit="img",
+        disable=not (settings.progress and shard.is_main), dynamic_ncols=True,
+    )
+    started = time.perf_counter()
+    last_save = started
+    seconds_before = state.seconds
+
+    def save() -> None:
+        state.seconds = seconds_before + time.perf_counter() - started
+        state.save(state_file)
+
+    try:
+        for item in _stream(loader, predictor):
+            matrix.update(item.pred, item.item.label)
+            state.done += 1
+            bar.update(1)
+            now = time.perf_counter()
+            due = settings.save_every_images and state.done % settings.save_every_images == 0
+            if due or now - last_save >= settings.save_every_s:
+                save()
+                last_save = now
+    except BaseException:
+        save()
+        raise
+    finally:
+        bar.close()
+    seconds = seconds_before + time.perf_counter() - started
+    matrix.all_reduce()
+    peak_device = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+    peak_host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if shard.world > 1:
+        stats = torch.tensor([seconds, float(peak_device), float(peak_host)], dtype=torch.float64, device=device)
+        dist.all_reduce(stats, op=dist.ReduceOp.MAX)
+        seconds, peak_device, peak_host = stats[0].item(), int(stats[1].item()), int(stats[2].item())
+    record = None
+    if shard.is_main:
+        record = build_record(run, protocol, spec, matrix, len(samples), seconds, background_value,
+                              partial_reasons, settings, peak_host, peak_device, shard)
+        write_json_atomic(target, record)
+    if shard.world > 1:
+        dist.barrier()
+    state_file.unlink(missing_ok=True)
+    return record
+
+
+def _stream(loader: torch.utils.data.DataLoader, predictor: SlidingWindowPredictor):
+    for batch in loader:
+        yield from predictor.push(PreparedImage(batch["index"], batch["stem"], batch["image"], batch["label"]))
+    yield from predictor.flush()
+
+
+def build_record(
+    run: MethodRun,
+    protocol: Protocol,
+    spec: BenchmarkSpec,
+    matrix: ConfusionMatrix,
+    images: int,
+    seconds: float,
+    background_value: float | None,
+    partial_reasons: list[str],
+    settings: EvalSettings,
+    peak_host: int,
+    peak_device: int,
+    shard: Shard,
+) -> dict[str, Any]:
+    scores = matrix.compute()
+    card = spec.dataset
+    return {
+        "schema": RECORD_SCHEMA,
+        "protocol": {"name": protocol.name, "hash": protocol.hash, "path": str(protocol.path)},
+        "method": {
+            "name": run.method.name, "run_id": run.run_id, "config": run.config, "checkpoint": run.checkpoint,
+            "checkpoint_sha256": run.method.checkpoint_sha256(), "backbone": run.method.backbone(),
+            "score_kind": run.method.score_kind,
+        },
+        "benchmark": spec.name,
+        "dataset": {"card": card.name, "images": images, "expected_images": card.num_images},
+        "partial": bool(partial_reasons),
+        "partial_reasons": partial_reasons,
+        "background": {
+            "rule": spec.background.rule, "value": background_value, "area_thd": spec.background.area_thd,
+            "value_source": "protocol" if spec.background.value is not None else "method",
+        },
+        "method_settings": spec.method_settings,
+        "precision": protocol.precision,
+        "miou": round(scores.miou * 100, 2),
+        "aacc": round(scores.aacc * 100, 2),
+        "macc": round(scores.macc * 100, 2),
+        "per_class_iou": {name: _percent(v) for name, v in zip(card.classes, scores.iou, strict=True)},
+        "per_class_acc": {name: _percent(v) for name, v in zip(card.classes, scores.acc, strict=True)},
+        "confusion_matrix": matrix.matrix.cpu().tolist(),
+        "seconds": round(seconds, 3),
+        "images_per_s": round(images / seconds, 3) if seconds > 0 else None,
+        "peak_memory_bytes": {"host": peak_host, "device": peak_device},
+        "device": settings.device,
+        "world_size": shard.world,
+        "batch_size": settings.batch_size,
+        "versions": _versions(),
+        "git_commit": _git_commit(),
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _percent(value: float) -> float | None:
+    return None if value != value else round(value * 100, 2)
+
+
+def evaluate(
+    run: MethodRun,
+    protocol: Protocol,
+    benchmarks: list[str] | None,
+    settings: EvalSettings,
+    shard: Shard = Shard(),
+) -> list[dict[str, Any]]:
+    banks = TextBankCache()
+    records = []
+    run.method.to(settings.device).eval()
+    for spec in protocol.select(benchmarks):
+        record = evaluate_benchmark(run, protocol, spec, settings, shard, banks)
+        if record is not None:
+            records.append(record)
+    return records

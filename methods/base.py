@@ -1,0 +1,75 @@
+"""The one interface every segmentation method implements."""
+
+from __future__ import annotations
+
+import abc
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from benchmark.protocol import BenchmarkSpec, Protocol
+
+
+class SegMethod(abc.ABC):
+    """A zero-shot segmenter seen by the engine.
+
+    The engine owns resize, windows, stitching, synonym max-pooling, background, argmax and
+    the metric; a method only turns normalised crops and a text bank into per-name scores.
+    """
+
+    name: ClassVar[str]
+    score_kind: ClassVar[str]  # "logits" (softmax across names) or "probs" (independent)
+
+    def setup(self, protocol: Protocol, benchmark: BenchmarkSpec) -> None:  # noqa: B027
+        """Called before a benchmark is evaluated; read protocol-dependent settings here."""
+
+    @abc.abstractmethod
+    def encode_classes(self, names: list[list[str]], templates: list[str]) -> Any:
+        """names[k] = the synonyms of class k. Returns an opaque text bank, cached by the runner."""
+
+    @abc.abstractmethod
+    def predict_masks(self, crops: Tensor, bank: Any) -> Tensor:
+        """crops [B,3,h,w] float, normalised as the protocol says.
+
+        Returns scores [B, n_names, h', w'] at any resolution <= crop (the engine upsamples),
+        where n_names counts every synonym of every class in the bank's order.
+        """
+
+    def refine(self, image: Tensor, scores: Tensor) -> Tensor:
+        """Whole-image post-processing of stitched scores [n_names,H,W] at label size.
+
+        image is the resized, normalised image [3,h,w]. Default: no change.
+        """
+        return scores
+
+    def background_value(self, protocol: Protocol, benchmark: BenchmarkSpec, rule: str) -> float | None:
+        """The threshold this method uses for `rule` where the protocol leaves it open."""
+        return None
+
+    def config(self) -> dict[str, Any]:
+        """Settings that decide this method's numbers; stored in every record."""
+        return {}
+
+    def checkpoint_sha256(self) -> str | None:
+        """sha256 of the weights file(s) the method loaded, if any."""
+        return None
+
+    def backbone(self) -> str | None:
+        return None
+
+    def modules(self) -> list[nn.Module]:
+        """The torch modules to move between devices; default: every nn.Module attribute."""
+        return [value for value in vars(self).values() if isinstance(value, nn.Module)]
+
+    def to(self, device: torch.device | str) -> SegMethod:
+        for module in self.modules():
+            module.to(device)
+        self.device = torch.device(device)
+        return self
+
+    def eval(self) -> SegMethod:
+        for module in self.modules():
+            module.eval()
+        return self
