@@ -270,15 +270,19 @@ class BenchmarkDataset(torch.utils.data.Dataset):
         return len(self.indices)
 
     def __getitem__(self, position: int) -> dict[str, Any]:
+        """A data error comes back as {"error": message}, so that it crosses worker processes intact."""
         index = self.indices[position]
         sample = self.samples[index]
-        image = read_image(sample.image)
-        label = read_label(sample.label, self.card)
+        try:
+            image = read_image(sample.image)
+            label = read_label(sample.label, self.card)
+        except DataError as error:
+            return {"error": str(error)}
         if image.shape[:2] != label.shape:
-            raise DataError(
+            return {"error": (
                 f"{sample.label}: label size {label.shape[1]}x{label.shape[0]} differs from image "
                 f"{sample.image} size {image.shape[1]}x{image.shape[0]}; re-prepare the dataset"
-            )
+            )}
         return {
             "index": index,
             "stem": sample.stem,

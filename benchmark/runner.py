@@ -262,6 +262,8 @@ def evaluate_benchmark(
 
 def _stream(loader: torch.utils.data.DataLoader, predictor: SlidingWindowPredictor):
     for batch in loader:
+        if "error" in batch:
+            raise DataError(batch["error"])
         yield from predictor.push(PreparedImage(batch["index"], batch["stem"], batch["image"], batch["label"]))
     yield from predictor.flush()
 

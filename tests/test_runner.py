@@ -176,3 +176,33 @@ def test_two_process_gloo_run_gives_the_same_confusion_matrix(toy_world):
         assert distributed[name]["world_size"] == 2
         for key in NUMBERS:
             assert distributed[name][key] == single[name][key], (name, key)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_bad_file_mid_run_is_one_clear_error_and_keeps_earlier_records(toy_world, capsys, workers):
+    import numpy as np
+    from PIL import Image
+
+    assert run_cli(toy_world, "--benchmarks", "toyset") == 0
+    before = records_under(toy_world["results"])
+    label = sorted((toy_world["data"] / "toyset_bg" / "labels").glob("*.png"))[3]
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(label)
+    assert run_cli(toy_world, "--benchmarks", "toyset_bg", "--workers", str(workers)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert str(label) in err and "differs from image" in err
+    assert records_under(toy_world["results"]) == before
+
+
+def test_check_data_reports_found_incomplete_and_missing(toy_world, capsys):
+    from benchmark.cli import main as cli
+
+    assert cli(["check-data", "--protocol", str(toy_world["protocol"]), "--data-root", str(toy_world["data"])]) == 0
+    assert capsys.readouterr().out.count(" found ") == 2
+    next((toy_world["data"] / "toyset" / "images").glob("*.png")).unlink()
+    assert cli(["check-data", "--protocol", str(toy_world["protocol"]), "--data-root", str(toy_world["data"])]) == 1
+    out = capsys.readouterr().out
+    assert "toyset           incomplete 6/7" in out and "missing:" in out
+    assert cli(["check-data", "--datasets", "voc21,ade20k", "--data-root", str(toy_world["root"] / "none")]) == 1
+    out = capsys.readouterr().out
+    assert "voc21            missing" in out and "datasets/README.md" in out
