@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -114,6 +115,38 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    from benchmark.synthetic import generate_world
+
+    out = Path(args.out) if args.out else paths.data_root(args.data_root) / "synthetic"
+    info = generate_world(out, args.seed, args.n_captions, args.n_val, args.workers)
+    print(f"synthetic world in {out}: {info.get('n_captions')} caption pairs, {info.get('n_val')} val images")
+    return 0
+
+
+def cmd_train_clip(args: argparse.Namespace) -> int:
+    from benchmark.synthetic.train_clip import train_clip
+
+    summary = train_clip(
+        Path(args.data), Path(args.out), seed=args.seed, seconds=args.seconds, max_steps=args.steps,
+        device=args.device, progress=not args.no_progress,
+    )
+    print(yaml.safe_dump(summary, sort_keys=False).strip())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from benchmark.demo import run_demo
+
+    table = run_demo(
+        paths.data_root(args.data_root), paths.weights_root(args.weights_root), paths.results_root(args.results),
+        seed=args.seed, device=args.device, batch_size=args.batch_size, workers=args.workers,
+        progress=not args.no_progress,
+    )
+    print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zsbench", description="Zero-shot semantic segmentation benchmark suite")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -147,6 +180,38 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--save-every", type=float, default=60.0, help="seconds between saves of partial state")
     run.add_argument("--no-progress", action="store_true")
     run.set_defaults(func=cmd_eval)
+
+    synth = commands.add_parser("synth", help="generate the synthetic open world")
+    synth.add_argument("--out", help="output folder (default: <data root>/synthetic, where its cards look)")
+    synth.add_argument("--data-root", help="data root (default: $ZSSEG_DATA or ./data)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--n-captions", type=int, default=6000, help="image-caption pairs for training")
+    synth.add_argument("--n-val", type=int, default=300, help="densely labelled val images (the cards expect 300)")
+    synth.add_argument("--workers", type=int, default=1)
+    synth.set_defaults(func=cmd_synth)
+
+    train = commands.add_parser("train", help="train a model")
+    trainers = train.add_subparsers(dest="model", required=True)
+    clip = trainers.add_parser("clip", help="train the tiny CLIP on image-caption pairs")
+    clip.add_argument("--data", required=True, help="caption folder (captions.jsonl + images) or tar shards")
+    clip.add_argument("--out", required=True, help="checkpoint file to write (open_clip state dict)")
+    clip.add_argument("--seed", type=int, default=0)
+    clip.add_argument("--steps", type=int, help="optimizer steps (default: the tuned budget)")
+    clip.add_argument("--seconds", type=float, help="stop early after this many seconds")
+    clip.add_argument("--device", default="cpu")
+    clip.add_argument("--no-progress", action="store_true")
+    clip.set_defaults(func=cmd_train_clip)
+
+    demo = commands.add_parser("demo", help="offline demo: synthetic world, tiny CLIP, every method, leaderboard")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--device", default="cpu")
+    demo.add_argument("--batch-size", type=int, default=32)
+    demo.add_argument("--workers", type=int, default=0)
+    demo.add_argument("--data-root", help="data root (default: $ZSSEG_DATA or ./data)")
+    demo.add_argument("--weights-root", help="weights root (default: $ZSSEG_WEIGHTS or ~/.cache/zsseg)")
+    demo.add_argument("--results", help="results folder (default: $ZSSEG_RESULTS or ./results)")
+    demo.add_argument("--no-progress", action="store_true")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

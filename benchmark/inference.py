@@ -101,6 +101,17 @@ def apply_background(probs: Tensor, background: BackgroundSpec, value: float | N
     return pred
 
 
+def restrict_to_classes(
+    probs: Tensor, spec: BenchmarkSpec, allowed: tuple[int, ...], background_value: float | None
+) -> Tensor:
+    """Argmax over the allowed card classes only (zero-shot `unseen_only` setting)."""
+    if spec.background.rule == "threshold":
+        probs = torch.cat([torch.full_like(probs[:1], float(background_value)), probs], dim=0)
+    keep = torch.zeros(probs.shape[0], dtype=torch.bool, device=probs.device)
+    keep[list(allowed)] = True
+    return probs.masked_fill(~keep[:, None, None], float("-inf")).argmax(dim=0)
+
+
 def _suppress_small_classes(probs: Tensor, area_thd: float) -> Tensor:
     """SCLIP: zero a non-background class whose argmax area is below area_thd of all non-background area."""
     num_classes = probs.shape[0]
@@ -241,4 +252,7 @@ class SlidingWindowPredictor:
             scores = F.interpolate(scores[None], size=label_size, mode="bilinear", align_corners=False)[0]
         scores = self.method.refine(job.item.image, scores)
         probs = class_scores(scores, self.spec, self.method.score_kind)
+        split = self.spec.split
+        if split is not None and split.setting == "unseen_only":
+            return restrict_to_classes(probs, self.spec, split.unseen, self.background_value)
         return apply_background(probs, self.spec.background, self.background_value)

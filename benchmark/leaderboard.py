@@ -22,8 +22,12 @@ def miou_rows(records: list[dict[str, Any]], benchmarks: list[str]) -> list[dict
             "run": record["method"]["run_id"],
             "protocol": record["protocol"]["name"],
             "scores": {},
+            "split": {},
         })
         row["scores"][record["benchmark"]] = record["miou"]
+        if "split" in record:
+            split = record["split"]
+            row["split"][record["benchmark"]] = (split["miou_seen"], split["miou_unseen"], split["hiou"])
     table = []
     for row in rows.values():
         values = [row["scores"].get(name) for name in benchmarks]
@@ -33,15 +37,29 @@ def miou_rows(records: list[dict[str, Any]], benchmarks: list[str]) -> list[dict
     return table
 
 
+SPLIT_COLUMNS = ("mIoU-S", "mIoU-U", "hIoU")
+
+
 def miou_table(records: list[dict[str, Any]], benchmarks: list[str], fmt: str = "github") -> str:
+    """mIoU per benchmark and average; zero-shot split benchmarks show mIoU-S, mIoU-U and hIoU."""
     rows = miou_rows(records, benchmarks)
-    headers = ["method", *benchmarks, "avg"]
-    body = [
-        [row["method"], *[_cell(row["scores"].get(name)) for name in benchmarks], _cell(row["average"])]
-        for row in rows
-    ]
+    split_benchmarks = {name for row in rows for name in row["split"]}
+    headers = ["method"]
+    for name in benchmarks:
+        columns = [f"{name} {column}" for column in SPLIT_COLUMNS] if name in split_benchmarks else [name]
+        headers.extend(columns)
+    headers.append("avg")
+    body = []
+    for row in rows:
+        cells = [row["method"]]
+        for name in benchmarks:
+            if name in split_benchmarks:
+                cells.extend(_cell(v) for v in row["split"].get(name, (None, None, None)))
+            else:
+                cells.append(_cell(row["scores"].get(name)))
+        body.append([*cells, _cell(row["average"])])
     return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
 def _cell(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+    return "-" if value is None or math.isnan(value) else f"{value:.2f}"

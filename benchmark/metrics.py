@@ -68,3 +68,20 @@ def scores_from_matrix(matrix: Tensor) -> SegScores:
     total = area_label.sum()
     aacc = float(intersect.sum() / total) if total > 0 else float("nan")
     return SegScores(iou=iou.tolist(), acc=acc.tolist(), miou=_nanmean(iou), macc=_nanmean(acc), aacc=aacc)
+
+
+@dataclass(frozen=True)
+class SplitScores:
+    miou_seen: float
+    miou_unseen: float
+    hiou: float
+
+
+def split_scores(iou: list[float], seen: tuple[int, ...], unseen: tuple[int, ...]) -> SplitScores:
+    """mIoU over seen and over unseen classes (NaN-mean as mIoU), and their harmonic mean."""
+    values = torch.tensor(iou, dtype=torch.float64)
+    seen_miou = _nanmean(values[list(seen)]) if seen else float("nan")
+    unseen_miou = _nanmean(values[list(unseen)]) if unseen else float("nan")
+    total = seen_miou + unseen_miou
+    hiou = 2 * seen_miou * unseen_miou / total if total != 0 else 0.0  # NaN (a side absent) stays NaN
+    return SplitScores(seen_miou, unseen_miou, hiou)

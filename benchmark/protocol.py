@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,20 @@ class TextSpec:
 
 
 @dataclass(frozen=True)
+class ClassSplit:
+    """Seen/unseen classes of a zero-shot split, as card class ids, and how they are evaluated."""
+
+    name: str
+    source: str
+    seen: tuple[int, ...]
+    unseen: tuple[int, ...]
+    setting: str  # generalised: all classes at once | unseen_only: unseen pixels, unseen predictions
+
+
+SPLIT_SETTINGS = ("generalised", "unseen_only")
+
+
+@dataclass(frozen=True)
 class BenchmarkSpec:
     name: str
     dataset: DatasetCard
@@ -56,6 +70,7 @@ class BenchmarkSpec:
     inference: InferenceSpec
     background: BackgroundSpec
     method_settings: dict[str, Any] = field(default_factory=dict)
+    split: ClassSplit | None = None
 
     @property
     def flat_names(self) -> list[str]:
@@ -204,7 +219,9 @@ def _merged(top: dict[str, Any] | None, override: dict[str, Any] | None) -> dict
 _PROTOCOL_REQUIRED = {"name": str, "image": dict, "inference": dict, "text": dict, "benchmarks": dict}
 _PROTOCOL_OPTIONAL = {"title": str, "source": str, "precision": str, "background": dict, "method_settings": dict}
 _BENCHMARK_REQUIRED = {"dataset": str, "classes": str}
-_BENCHMARK_OPTIONAL = {"image": dict, "inference": dict, "background": dict, "method_settings": dict}
+_BENCHMARK_OPTIONAL = {
+    "image": dict, "inference": dict, "background": dict, "method_settings": dict, "split": dict,
+}
 
 
 def _check_class_count(spec: BenchmarkSpec, classes_file: Path) -> None:
@@ -270,6 +287,9 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
             method_settings={**top_settings, **(bench_raw.get("method_settings") or {})},
         )
         _check_class_count(spec, classes_file)
+        if bench_raw.get("split") is not None:
+            split = _class_split(bench_raw["split"], spec.dataset, base, path, f"{where}split: ")
+            spec = replace(spec, split=split)
         benchmarks[bench_name] = spec
     content = {
         "name": raw["name"],
@@ -284,6 +304,33 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
     )
 
 
+def _class_split(raw: dict[str, Any], card: DatasetCard, base: Path, path: Path, where: str) -> ClassSplit:
+    """`split: {file: splits/x.yaml, setting: generalised}`; the file lists seen and unseen by card name."""
+    check_fields(raw, {"file": str}, {"setting": str}, path, where)
+    setting = raw.get("setting") or "generalised"
+    if setting not in SPLIT_SETTINGS:
+        raise ConfigError(f"{path}: {where}key 'setting' must be one of {SPLIT_SETTINGS}, got {setting!r}")
+    split_file = confined_path(base, raw["file"], path, "split.file")
+    content = load_yaml_mapping(split_file)
+    check_fields(content, {"name": str, "seen": list, "unseen": list}, {"source": str, "dataset": str}, split_file)
+    if content.get("dataset") and content["dataset"] != card.name:
+        raise ConfigError(f"{split_file}: split is for dataset {content['dataset']!r}, used with {card.name!r}")
+    index = {name: k for k, name in enumerate(card.classes)}
+    ids = {}
+    for key in ("seen", "unseen"):
+        unknown = [name for name in content[key] if name not in index]
+        if unknown:
+            raise ConfigError(f"{split_file}: key {key!r}: {unknown} are not classes of {card.path}")
+        ids[key] = tuple(index[name] for name in content[key])
+    overlap = sorted(set(content["seen"]) & set(content["unseen"]))
+    if overlap:
+        raise ConfigError(f"{split_file}: classes {overlap} are both seen and unseen")
+    missing = [name for name in card.classes if name not in set(content["seen"]) | set(content["unseen"])]
+    if missing:
+        raise ConfigError(f"{split_file}: classes {missing} of {card.path} are neither seen nor unseen")
+    return ClassSplit(content["name"], content.get("source") or "", ids["seen"], ids["unseen"], setting)
+
+
 def _card(reference: str, base: Path, path: Path, bench_name: str) -> DatasetCard:
     """A card name (datasets/<name>.yaml) or a card file relative to the protocol's folder."""
     if reference.endswith((".yaml", ".yml")):
@@ -292,7 +339,8 @@ def _card(reference: str, base: Path, path: Path, bench_name: str) -> DatasetCar
 
 
 def _spec_content(spec: BenchmarkSpec) -> dict[str, Any]:
-    return {
+    """What enters the hash; an optional field enters only when set, so older hashes stay valid."""
+    content = {
         "dataset": spec.dataset.identity(),
         "class_names": [list(s) for s in spec.class_names],
         "image": asdict(spec.image),
@@ -300,3 +348,6 @@ def _spec_content(spec: BenchmarkSpec) -> dict[str, Any]:
         "background": asdict(spec.background),
         "method_settings": spec.method_settings,
     }
+    if spec.split is not None:
+        content["split"] = asdict(spec.split)
+    return content

@@ -22,7 +22,7 @@ from benchmark import paths
 from benchmark.data import BenchmarkDataset, DataError, check_dataset, list_samples, single_item
 from benchmark.errors import ConfigError
 from benchmark.inference import ImagePreprocessor, PreparedImage, SlidingWindowPredictor
-from benchmark.metrics import ConfusionMatrix
+from benchmark.metrics import ConfusionMatrix, split_scores
 from benchmark.protocol import BenchmarkSpec, Protocol
 from benchmark.results import (
     RECORD_SCHEMA,
@@ -109,6 +109,20 @@ def resolve_background_value(method: SegMethod, protocol: Protocol, spec: Benchm
     return float(value)
 
 
+def check_split_overlap(method: SegMethod, protocol: Protocol, spec: BenchmarkSpec) -> None:
+    trained = method.trained_classes()
+    if spec.split is None or not trained:
+        return
+    normalised = {name.strip().lower() for name in trained}
+    unseen = [spec.dataset.classes[k] for k in spec.split.unseen]
+    overlap = [name for name in unseen if name.strip().lower() in normalised]
+    if overlap:
+        raise ConfigError(
+            f"{protocol.path}: method {method.name!r} was trained with dense labels on {overlap}, which are unseen "
+            f"classes of split {spec.split.name!r} on benchmark {spec.name!r}; its numbers would not be zero-shot"
+        )
+
+
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -189,6 +203,7 @@ def evaluate_benchmark(
     if settings.skip_existing and not partial and target.exists():
         return None
 
+    check_split_overlap(method, protocol, spec)
     background_value = resolve_background_value(method, protocol, spec)
     method.setup(protocol, spec)
     bank = (banks or TextBankCache()).get(method, protocol, spec)
@@ -226,9 +241,13 @@ def evaluate_benchmark(
         state.seconds = seconds_before + time.perf_counter() - started
         state.save(state_file)
 
+    ignored_classes = _ignored_in_metric(spec)
     try:
         for item in _stream(loader, predictor):
-            matrix.update(item.pred, item.item.label)
+            label = item.item.label
+            if ignored_classes is not None:
+                label = label.masked_fill(torch.isin(label, ignored_classes), card.ignore_index)
+            matrix.update(item.pred, label)
             state.done += 1
             bar.update(1)
             now = time.perf_counter()
@@ -260,6 +279,13 @@ def evaluate_benchmark(
     return record
 
 
+def _ignored_in_metric(spec: BenchmarkSpec) -> torch.Tensor | None:
+    """Under `unseen_only`, pixels of seen classes are not scored."""
+    if spec.split is None or spec.split.setting != "unseen_only":
+        return None
+    return torch.tensor(spec.split.seen, dtype=torch.int64)
+
+
 def _stream(loader: torch.utils.data.DataLoader, predictor: SlidingWindowPredictor):
     for batch in loader:
         if "error" in batch:
@@ -284,7 +310,7 @@ def build_record(
 ) -> dict[str, Any]:
     scores = matrix.compute()
     card = spec.dataset
-    return {
+    record = {
         "schema": RECORD_SCHEMA,
         "protocol": {"name": protocol.name, "hash": protocol.hash, "path": str(protocol.path)},
         "method": {
@@ -318,6 +344,16 @@ def build_record(
         "git_commit": _git_commit(),
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if spec.split is not None:
+        split = split_scores(scores.iou, spec.split.seen, spec.split.unseen)
+        record["split"] = {
+            "name": spec.split.name, "setting": spec.split.setting,
+            "seen": [card.classes[k] for k in spec.split.seen],
+            "unseen": [card.classes[k] for k in spec.split.unseen],
+            "miou_seen": _percent(split.miou_seen), "miou_unseen": _percent(split.miou_unseen),
+            "hiou": _percent(split.hiou),
+        }
+    return record
 
 
 def _percent(value: float) -> float | None:

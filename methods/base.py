@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
+    from benchmark.demo import DemoAssets
     from benchmark.protocol import BenchmarkSpec, Protocol
 
 
@@ -21,6 +22,14 @@ class SegMethod(abc.ABC):
 
     name: ClassVar[str]
     score_kind: ClassVar[str]  # "logits" (softmax across names) or "probs" (independent)
+
+    @classmethod
+    def demo_options(cls, assets: DemoAssets) -> dict[str, Any] | None:
+        """Constructor options to run in the offline demo on the synthetic world, or None to sit it out.
+
+        A learning method trains (and caches under assets.weights_dir) its tiny version here.
+        """
+        return None
 
     def setup(self, protocol: Protocol, benchmark: BenchmarkSpec) -> None:  # noqa: B027
         """Called before a benchmark is evaluated; read protocol-dependent settings here."""
@@ -46,6 +55,13 @@ class SegMethod(abc.ABC):
 
     def background_value(self, protocol: Protocol, benchmark: BenchmarkSpec, rule: str) -> float | None:
         """The threshold this method uses for `rule` where the protocol leaves it open."""
+        return None
+
+    def trained_classes(self) -> set[str] | None:
+        """Class names this method was trained on with dense labels (None: no dense labels).
+
+        The runner refuses a zero-shot split whose unseen classes are among them.
+        """
         return None
 
     def config(self) -> dict[str, Any]:
