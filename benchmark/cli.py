@@ -101,6 +101,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         skip_existing=args.skip_existing,
         workers=args.workers,
         save_every_s=args.save_every,
+        skip_bad=args.skip_bad,
         progress=not args.no_progress,
     )
     run = make_method_run(args)
@@ -174,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=int, help="only the first N images of each benchmark (record is partial)")
     run.add_argument("--allow-incomplete", action="store_true", help="evaluate an incomplete dataset (partial)")
     run.add_argument("--skip-existing", action="store_true", help="skip benchmarks whose record exists")
+    run.add_argument("--skip-bad", action="store_true",
+                     help="skip unreadable or inconsistent files, list them in the record, and mark it partial")
     run.add_argument("--data-root", help="data root (default: $ZSSEG_DATA or ./data)")
     run.add_argument("--weights-root", help="weights root (default: $ZSSEG_WEIGHTS or ~/.cache/zsseg)")
     run.add_argument("--results", help="results folder (default: $ZSSEG_RESULTS or ./results)")

@@ -277,9 +277,9 @@ class BenchmarkDataset(torch.utils.data.Dataset):
             image = read_image(sample.image)
             label = read_label(sample.label, self.card)
         except DataError as error:
-            return {"error": str(error)}
+            return {"index": index, "error": str(error)}
         if image.shape[:2] != label.shape:
-            return {"error": (
+            return {"index": index, "error": (
                 f"{sample.label}: label size {label.shape[1]}x{label.shape[0]} differs from image "
                 f"{sample.image} size {image.shape[1]}x{image.shape[0]}; re-prepare the dataset"
             )}

@@ -128,6 +128,7 @@ class PreparedImage:
     stem: str
     image: Tensor  # [3,h,w] resized and normalised
     label: Tensor  # [H,W] int64 at the original size
+    position: int = 0  # place in the evaluating process's shard
 
 
 @dataclass
@@ -178,7 +179,7 @@ class SlidingWindowPredictor:
 
     def push(self, item: PreparedImage) -> Iterator[Prediction]:
         image = item.image.to(self.device, non_blocking=True)
-        item = PreparedImage(item.index, item.stem, image, item.label)
+        item = PreparedImage(item.index, item.stem, image, item.label, item.position)
         height, width = image.shape[-2:]
         windows = windows_for(self.spec.inference, height, width)
         job = _Job(item, len(windows), torch.zeros(height, width, device=self.device), windows=windows)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,18 +61,40 @@ def state_path(folder: Path, benchmark: str, rank: int, world: int) -> Path:
     return folder / f".{benchmark}.state.r{rank}of{world}.json"
 
 
-class PartialState:
-    """Confusion matrix over the first `done` images of a shard, and the seconds spent on them."""
+@contextlib.contextmanager
+def record_lock(folder: Path, benchmark: str, rank: int, world: int) -> Iterator[None]:
+    """Exclusive claim on one benchmark's record for one rank; a second run waits for the first."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f".{benchmark}.r{rank}of{world}.lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another run that holds {path}", file=sys.stderr, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def __init__(self, key: dict[str, Any], matrix: torch.Tensor, done: int = 0, seconds: float = 0.0) -> None:
+
+class PartialState:
+    """Confusion matrix over the first `done` images of a shard, the seconds spent, the files skipped."""
+
+    def __init__(
+        self, key: dict[str, Any], matrix: torch.Tensor, done: int = 0, seconds: float = 0.0,
+        skipped: dict[int, str] | None = None,
+    ) -> None:
         self.key = key
         self.matrix = matrix
-        self.done = done
+        self.done = done  # shard positions [0, done) are in the matrix or in `skipped`
         self.seconds = seconds
+        self.skipped = skipped or {}  # shard position -> why its files were skipped (--skip-bad)
 
     def save(self, path: Path) -> None:
         write_json_atomic(path, {
             "key": self.key, "done": self.done, "seconds": self.seconds,
+            "skipped": [[position, why] for position, why in sorted(self.skipped.items()) if position < self.done],
             "matrix": self.matrix.cpu().tolist(),
         })
 
@@ -81,7 +107,8 @@ class PartialState:
                 if saved.get("key") == key:
                     loaded = torch.tensor(saved["matrix"], dtype=torch.int64, device=matrix.device)
                     if loaded.shape == matrix.shape:
-                        return cls(key, loaded, int(saved["done"]), float(saved["seconds"]))
+                        skipped = {int(position): str(why) for position, why in saved.get("skipped", [])}
+                        return cls(key, loaded, int(saved["done"]), float(saved["seconds"]), skipped)
             except (OSError, ValueError, KeyError, TypeError):
                 pass
         return cls(key, matrix)

@@ -9,6 +9,7 @@ import platform
 import resource
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,12 +22,13 @@ from tqdm import tqdm
 from benchmark import paths
 from benchmark.data import BenchmarkDataset, DataError, check_dataset, list_samples, single_item
 from benchmark.errors import ConfigError
-from benchmark.inference import ImagePreprocessor, PreparedImage, SlidingWindowPredictor
+from benchmark.inference import ImagePreprocessor, Prediction, PreparedImage, SlidingWindowPredictor
 from benchmark.metrics import ConfusionMatrix, split_scores
 from benchmark.protocol import BenchmarkSpec, Protocol
 from benchmark.results import (
     RECORD_SCHEMA,
     PartialState,
+    record_lock,
     record_path,
     run_folder,
     state_path,
@@ -47,6 +49,7 @@ class EvalSettings:
     workers: int = 0
     save_every_s: float = 60.0
     save_every_images: int | None = None
+    skip_bad: bool = False
     progress: bool = True
 
 
@@ -177,7 +180,6 @@ def evaluate_benchmark(
     banks: TextBankCache | None = None,
 ) -> dict[str, Any] | None:
     """Evaluates one benchmark; returns its record (on the main rank) or None when skipped."""
-    method = run.method
     card = spec.dataset
     folder = run_folder(settings.results_root, protocol.name, run.run_id)
     partial_reasons: list[str] = []
@@ -198,9 +200,25 @@ def evaluate_benchmark(
         partial_reasons.append(f"incomplete dataset: {len(samples)}/{card.num_images} images")
     if settings.limit is not None:
         samples = samples[: settings.limit]
-    partial = bool(partial_reasons)
-    target = record_path(folder, spec.name, partial)
-    if settings.skip_existing and not partial and target.exists():
+    with record_lock(folder, spec.name, shard.rank, shard.world):
+        return _evaluate_claimed(run, protocol, spec, settings, shard, banks, samples, partial_reasons, folder)
+
+
+def _evaluate_claimed(
+    run: MethodRun,
+    protocol: Protocol,
+    spec: BenchmarkSpec,
+    settings: EvalSettings,
+    shard: Shard,
+    banks: TextBankCache | None,
+    samples: list,
+    partial_reasons: list[str],
+    folder: Path,
+) -> dict[str, Any] | None:
+    method = run.method
+    card = spec.dataset
+    partial = bool(partial_reasons) or settings.skip_bad
+    if settings.skip_existing and not partial and record_path(folder, spec.name, False).exists():
         return None
 
     check_split_overlap(method, protocol, spec)
@@ -242,14 +260,16 @@ def evaluate_benchmark(
         state.save(state_file)
 
     ignored_classes = _ignored_in_metric(spec)
+    position_of = {index: position for position, index in enumerate(indices)}
+    skipped = state.skipped if settings.skip_bad else None
     try:
-        for item in _stream(loader, predictor):
+        for item in _stream(loader, predictor, position_of, skipped):
             label = item.item.label
             if ignored_classes is not None:
                 label = label.masked_fill(torch.isin(label, ignored_classes), card.ignore_index)
             matrix.update(item.pred, label)
-            state.done += 1
-            bar.update(1)
+            state.done = item.item.position + 1
+            bar.update(state.done - bar.n)
             now = time.perf_counter()
             due = settings.save_every_images and state.done % settings.save_every_images == 0
             if due or now - last_save >= settings.save_every_s:
@@ -260,6 +280,7 @@ def evaluate_benchmark(
         raise
     finally:
         bar.close()
+    state.done = len(indices)
     seconds = seconds_before + time.perf_counter() - started
     matrix.all_reduce()
     peak_device = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
@@ -268,11 +289,15 @@ def evaluate_benchmark(
         stats = torch.tensor([seconds, float(peak_device), float(peak_host)], dtype=torch.float64, device=device)
         dist.all_reduce(stats, op=dist.ReduceOp.MAX)
         seconds, peak_device, peak_host = stats[0].item(), int(stats[1].item()), int(stats[2].item())
+    skipped = _gather_skipped([why for _, why in sorted(state.skipped.items())], shard)
+    if skipped:
+        partial_reasons = [*partial_reasons, f"skipped {len(skipped)} bad file(s)"]
     record = None
     if shard.is_main:
-        record = build_record(run, protocol, spec, matrix, len(samples), seconds, background_value,
+        record = build_record(run, protocol, spec, matrix, len(samples) - len(skipped), seconds, background_value,
                               partial_reasons, settings, peak_host, peak_device, shard)
-        write_json_atomic(target, record)
+        record["skipped_files"] = skipped
+        write_json_atomic(record_path(folder, spec.name, bool(partial_reasons)), record)
     if shard.world > 1:
         dist.barrier()
     state_file.unlink(missing_ok=True)
@@ -286,12 +311,31 @@ def _ignored_in_metric(spec: BenchmarkSpec) -> torch.Tensor | None:
     return torch.tensor(spec.split.seen, dtype=torch.int64)
 
 
-def _stream(loader: torch.utils.data.DataLoader, predictor: SlidingWindowPredictor):
+def _stream(
+    loader: torch.utils.data.DataLoader,
+    predictor: SlidingWindowPredictor,
+    position_of: dict[int, int],
+    skipped: dict[int, str] | None,
+) -> Iterator[Prediction]:
+    """Predictions in order; a bad file stops the run, or with `skipped` (--skip-bad) is listed there."""
     for batch in loader:
+        position = position_of[batch["index"]]
         if "error" in batch:
-            raise DataError(batch["error"])
-        yield from predictor.push(PreparedImage(batch["index"], batch["stem"], batch["image"], batch["label"]))
+            if skipped is None:
+                raise DataError(batch["error"] + "; or pass --skip-bad to skip it and mark the record partial")
+            skipped[position] = batch["error"]
+            continue
+        item = PreparedImage(batch["index"], batch["stem"], batch["image"], batch["label"], position)
+        yield from predictor.push(item)
     yield from predictor.flush()
+
+
+def _gather_skipped(skipped: list[str], shard: Shard) -> list[str]:
+    if shard.world == 1:
+        return list(skipped)
+    gathered: list[list[str]] = [[] for _ in range(shard.world)]
+    dist.all_gather_object(gathered, list(skipped))
+    return [entry for part in gathered for entry in part]
 
 
 def build_record(

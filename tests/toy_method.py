@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,7 @@ class ToyMethod(SegMethod):
         self.nan_after = nan_after
         interrupt = os.environ.get("TOY_INTERRUPT_AFTER")  # simulated Ctrl-C that keeps the run's identity
         self.interrupt_after = int(interrupt) if interrupt else None
+        self.delay = float(os.environ.get("TOY_DELAY", "0"))  # seconds per crop, for kill tests
         self.calls = 0
 
     def encode_classes(self, names: list[list[str]], templates: list[str]) -> Tensor:
@@ -33,6 +35,8 @@ class ToyMethod(SegMethod):
 
     def predict_masks(self, crops: Tensor, bank: Tensor) -> Tensor:
         self.calls += crops.shape[0]
+        if self.delay:
+            time.sleep(self.delay * crops.shape[0])
         if self.interrupt_after is not None and self.calls > self.interrupt_after:
             raise KeyboardInterrupt
         pooled = F.avg_pool2d(crops, 2, ceil_mode=True)
