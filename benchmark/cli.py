@@ -215,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--results", help="results folder (default: $ZSSEG_RESULTS or ./results)")
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=cmd_demo)
+
+    from benchmark import cli_tables
+
+    cli_tables.add_commands(commands)
     return parser
 
 
