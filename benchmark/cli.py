@@ -116,6 +116,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from benchmark.prepare import prepare_dataset
+
+    report = prepare_dataset(
+        args.dataset, Path(args.src), paths.data_root(args.data_root), workers=args.workers,
+        progress=not args.no_progress, verify_checksums=not args.no_verify,
+    )
+    print(report["summary"])
+    for name, source in report["sources"].items():
+        if source.get("checksum"):
+            print(f"  {name}: {source['checksum']}")
+    return 0 if report["complete"] else 1
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from benchmark.synthetic import generate_world
 
@@ -183,6 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--save-every", type=float, default=60.0, help="seconds between saves of partial state")
     run.add_argument("--no-progress", action="store_true")
     run.set_defaults(func=cmd_eval)
+
+    from benchmark.prepare import NAMES
+
+    prepare = commands.add_parser("prepare", help="convert official downloads into the layout the cards expect")
+    prepare.add_argument("dataset", choices=NAMES, help="a download set or a card name")
+    prepare.add_argument("--src", required=True, help="the download, a folder of downloads, or an unpacked folder")
+    prepare.add_argument("--data-root", help="data root (default: $ZSSEG_DATA or ./data)")
+    prepare.add_argument("--workers", type=int, default=1)
+    prepare.add_argument("--no-verify", action="store_true", help="skip checksums of the official archives")
+    prepare.add_argument("--no-progress", action="store_true")
+    prepare.set_defaults(func=cmd_prepare)
 
     synth = commands.add_parser("synth", help="generate the synthetic open world")
     synth.add_argument("--out", help="output folder (default: <data root>/synthetic, where its cards look)")
