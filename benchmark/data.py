@@ -192,13 +192,26 @@ def check_dataset(card: DatasetCard, data_root: Path, read_files: bool = False) 
     return DataCheck(card.name, status, found, card.num_images, missing, unreadable, remedy)
 
 
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+
+
 def read_image(path: Path) -> np.ndarray:
-    """uint8 HxWx3 in RGB order, decoded by OpenCV as mmcv's default backend does."""
-    data = np.fromfile(path, dtype=np.uint8) if path.is_file() else None
-    if data is None:
-        raise DataError(f"{path}: image file is missing; {PREPARE_HINT}")
+    """uint8 HxWx3 in RGB order, decoded by OpenCV as mmcv's default backend does.
+
+    OpenCV 4 decodes a truncated JPEG with only a warning (grey fill), so a JPEG must end with its
+    end-of-image marker, whatever the OpenCV version (entropy-coded data never holds that byte pair).
+    """
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file is missing; {PREPARE_HINT}") from None
+    except OSError as error:
+        raise DataError(f"{path}: image cannot be read ({error.strerror}); check its permissions") from None
     if data.size == 0:
         raise DataError(f"{path}: image file is empty (0 bytes); re-download or re-prepare the dataset")
+    raw = data.tobytes()
+    if raw.startswith(JPEG_START) and JPEG_END not in raw[-1024:]:
+        raise DataError(f"{path}: JPEG is truncated (no end-of-image marker); re-download or re-prepare it")
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
         raise DataError(f"{path}: image cannot be decoded (corrupt or not an image); re-download or re-prepare it")
@@ -221,6 +234,8 @@ def read_label_raw(path: Path) -> np.ndarray:
             array = np.array(image)
     except DataError:
         raise
+    except PermissionError as error:
+        raise DataError(f"{path}: label cannot be read ({error.strerror}); check its permissions") from None
     except (OSError, ValueError, SyntaxError) as error:
         raise DataError(f"{path}: label cannot be decoded ({error}); re-download or re-prepare it") from None
     if array.ndim != 2:

@@ -102,3 +102,22 @@ def test_card_paths_may_not_leave_the_data_root(tmp_path):
     )
     with pytest.raises(ConfigError, match="relative path inside the data root"):
         load_card(tmp_path / "escape.yaml")
+
+
+def test_truncated_jpeg_is_refused_whatever_the_opencv_version(tmp_path):
+    import cv2
+
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    ok, encoded = cv2.imencode(".jpg", image)
+    truncated = encoded.tobytes()[: len(encoded) * 2 // 3]
+    (tmp_path / "cut.jpg").write_bytes(truncated)
+    with pytest.raises(DataError, match=r"cut\.jpg: JPEG is truncated"):
+        read_image(tmp_path / "cut.jpg")
+    (tmp_path / "whole.jpg").write_bytes(encoded.tobytes())
+    assert read_image(tmp_path / "whole.jpg").shape == (64, 64, 3)
+
+
+def test_zero_byte_label_is_refused(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty\.png"):
+        read_label(tmp_path / "empty.png", load_card("voc21"))
