@@ -102,6 +102,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         workers=args.workers,
         save_every_s=args.save_every,
         skip_bad=args.skip_bad,
+        save_vis=args.save_vis,
         progress=not args.no_progress,
     )
     run = make_method_run(args)
@@ -191,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--skip-existing", action="store_true", help="skip benchmarks whose record exists")
     run.add_argument("--skip-bad", action="store_true",
                      help="skip unreadable or inconsistent files, list them in the record, and mark it partial")
+    run.add_argument("--save-vis", type=int, default=0, metavar="N",
+                     help="keep N examples per benchmark (image | ground truth | prediction) beside the records")
     run.add_argument("--data-root", help="data root (default: $ZSSEG_DATA or ./data)")
     run.add_argument("--weights-root", help="weights root (default: $ZSSEG_WEIGHTS or ~/.cache/zsseg)")
     run.add_argument("--results", help="results folder (default: $ZSSEG_RESULTS or ./results)")

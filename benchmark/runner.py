@@ -20,7 +20,16 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from benchmark import paths
-from benchmark.data import BenchmarkDataset, DataError, check_dataset, list_samples, single_item
+from benchmark.data import (
+    BenchmarkDataset,
+    DataError,
+    DatasetCard,
+    Sample,
+    check_dataset,
+    list_samples,
+    read_image,
+    single_item,
+)
 from benchmark.errors import ConfigError
 from benchmark.inference import ImagePreprocessor, Prediction, PreparedImage, SlidingWindowPredictor
 from benchmark.metrics import ConfusionMatrix, split_scores
@@ -50,6 +59,7 @@ class EvalSettings:
     save_every_s: float = 60.0
     save_every_images: int | None = None
     skip_bad: bool = False
+    save_vis: int = 0
     progress: bool = True
 
 
@@ -268,6 +278,8 @@ def _evaluate_claimed(
             if ignored_classes is not None:
                 label = label.masked_fill(torch.isin(label, ignored_classes), card.ignore_index)
             matrix.update(item.pred, label)
+            if item.item.position < settings.save_vis and shard.is_main:
+                _save_example(samples[item.item.index], item, card, folder, spec.name)
             state.done = item.item.position + 1
             bar.update(state.done - bar.n)
             now = time.perf_counter()
@@ -302,6 +314,15 @@ def _evaluate_claimed(
         dist.barrier()
     state_file.unlink(missing_ok=True)
     return record
+
+
+def _save_example(sample: Sample, prediction: Prediction, card: DatasetCard, folder: Path, benchmark: str) -> None:
+    from benchmark.visualize import example_path, save_examples
+
+    save_examples(
+        read_image(sample.image), prediction.item.label.cpu().numpy(), prediction.pred.cpu().numpy(),
+        card.classes, example_path(folder, benchmark, sample.stem), ignore_index=card.ignore_index,
+    )
 
 
 def _ignored_in_metric(spec: BenchmarkSpec) -> torch.Tensor | None:

@@ -206,3 +206,13 @@ def test_check_data_reports_found_incomplete_and_missing(toy_world, capsys):
     assert cli(["check-data", "--datasets", "voc21,ade20k", "--data-root", str(toy_world["root"] / "none")]) == 1
     out = capsys.readouterr().out
     assert "voc21            missing" in out and "datasets/README.md" in out
+
+
+def test_save_vis_keeps_n_examples_per_benchmark(toy_world):
+    from PIL import Image
+
+    assert run_cli(toy_world, "--save-vis", "2") == 0
+    examples = sorted(toy_world["results"].rglob("examples/*/*.png"))
+    assert [p.parent.name for p in examples] == ["toyset", "toyset", "toyset_bg", "toyset_bg"]
+    with Image.open(examples[0]) as picture:
+        assert picture.width > picture.height  # image | ground truth | prediction side by side
