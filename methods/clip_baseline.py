@@ -1,0 +1,176 @@
+"""The SegMethod shared by the training-free CLIP baselines; each baseline is a DenseRecipe.
+
+Settings, from strongest to weakest:
+- the protocol's method_settings: ``logit_scale`` (number), ``pamr`` (false/null, true, or
+  ``{steps, dilations}``);
+- constructor options (``--opt``): the backbone and the method's variant options;
+- the method's defaults per dataset card in ``clip_baselines.yaml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import Tensor
+
+from benchmark import paths
+from benchmark.errors import BenchmarkError
+from methods.base import SegMethod
+from methods.clip_backbone import ClipBackbone, load_clip
+from methods.clip_dense import DenseRecipe, crop_cosines
+from methods.clip_text import TextBank, TextBankStore, build_text_bank
+from methods.pamr import PamrSettings, pamr
+
+if TYPE_CHECKING:
+    from benchmark.demo import DemoAssets
+    from benchmark.protocol import BenchmarkSpec, Protocol
+
+DEFAULTS_FILE = Path(__file__).with_name("clip_baselines.yaml")
+DEFAULT_AGGREGATION = "mean_normalised"
+
+
+@lru_cache(maxsize=1)
+def baseline_defaults() -> dict[str, dict[str, Any]]:
+    return yaml.safe_load(DEFAULTS_FILE.read_text(encoding="utf-8"))
+
+
+def pamr_settings(value: Any) -> PamrSettings | None:
+    """None/False: off; True: 10 steps at dilations (8, 16); a mapping: {steps, dilations}."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return PamrSettings()
+    if isinstance(value, dict):
+        unknown = set(value) - {"steps", "dilations"}
+        if unknown:
+            raise ValueError(f"pamr settings take steps and dilations, not {sorted(unknown)}")
+        default = PamrSettings()
+        settings = PamrSettings(
+            int(value.get("steps", default.steps)), tuple(int(d) for d in value.get("dilations", default.dilations))
+        )
+        return settings if settings.steps > 0 else None
+    raise ValueError(f"pamr must be null, a boolean or a mapping {{steps, dilations}}, got {value!r}")
+
+
+def dataset_name(benchmark: Any) -> str | None:
+    """The benchmark's dataset card name (BenchmarkSpec.dataset is a card; a plain name also works)."""
+    dataset = getattr(benchmark, "dataset", None)
+    return getattr(dataset, "name", dataset)
+
+
+class ClipBaseline(SegMethod):
+    """A frozen CLIP whose last image block follows `recipe`; scores are logit-scaled cosines."""
+
+    score_kind: ClassVar[str] = "logits"
+    recipe: ClassVar[DenseRecipe]
+    variant_options: ClassVar[tuple[str, ...]] = ()  # constructor options that change the recipe
+
+    def __init__(
+        self,
+        model: str | None = "ViT-B-16",
+        pretrained: str | None = "openai",
+        checkpoint: str | None = None,
+        weights_root: str | None = None,
+        text_cache: str | bool | None = None,
+        backbone: ClipBackbone | None = None,
+        **options: Any,
+    ) -> None:
+        self.defaults = baseline_defaults()[self.name]
+        unknown = sorted(set(options) - set(self.variant_options))
+        if unknown:
+            raise BenchmarkError(f"{self.name} has no option {unknown}; variant options: {list(self.variant_options)}")
+        self.options = {key: options.get(key, self.defaults.get(key)) for key in self.variant_options}
+        self.active_recipe = self.build_recipe(self.options)
+        self.clip = backbone if backbone is not None else load_clip(model, checkpoint or pretrained, weights_root)
+        self.net = self.clip.model
+        if text_cache is False:
+            self.text_store = None
+        else:
+            self.text_store = TextBankStore(text_cache or paths.weights_root(weights_root) / "text_banks")
+        self.aggregation = DEFAULT_AGGREGATION
+        self.logit_scale = self.default_logit_scale(None)
+        self.pamr = pamr_settings(self.defaults.get("pamr"))
+
+    @classmethod
+    def demo_options(cls, assets: DemoAssets) -> dict[str, Any] | None:
+        """On the synthetic world: the tiny CLIP, loaded like any CLIP weights file."""
+        return {"model": assets.clip_model, "pretrained": str(assets.clip_checkpoint)}
+
+    def build_recipe(self, options: dict[str, Any]) -> DenseRecipe:
+        """The recipe for the given variant options; the class recipe unless a subclass says otherwise."""
+        return self.recipe
+
+    def default_logit_scale(self, dataset: str | None) -> float:
+        per_dataset = self.defaults.get("datasets", {}).get(dataset, {})
+        value = per_dataset.get("logit_scale", self.defaults.get("logit_scale"))
+        if value is None:
+            return float(self.net.logit_scale.exp().item())
+        return float(value)
+
+    def setup(self, protocol: Protocol, benchmark: BenchmarkSpec) -> None:
+        text = getattr(protocol, "text", None)
+        self.aggregation = getattr(text, "aggregation", None) or DEFAULT_AGGREGATION
+        settings = dict(getattr(benchmark, "method_settings", None) or {})
+        if settings.get("logit_scale") is not None:
+            self.logit_scale = float(settings["logit_scale"])
+        else:
+            self.logit_scale = self.default_logit_scale(dataset_name(benchmark))
+        self.pamr = pamr_settings(settings["pamr"] if "pamr" in settings else self.defaults.get("pamr"))
+
+    def encode_classes(self, names: list[list[str]], templates: list[str]) -> TextBank:
+        return build_text_bank(self.clip, names, templates, self.aggregation, self.text_store)
+
+    @torch.no_grad()
+    def predict_masks(self, crops: Tensor, bank: TextBank) -> Tensor:
+        cosines = crop_cosines(self.net.visual, crops, bank.embeddings, self.active_recipe)
+        return cosines.float() * self.logit_scale
+
+    @torch.no_grad()
+    def refine(self, image: Tensor, scores: Tensor) -> Tensor:
+        """PAMR on the stitched scores with the image resized to them, as SCLIP and NACLIP run it."""
+        if self.pamr is None:
+            return scores
+        guide = F.interpolate(image[None].float(), size=scores.shape[-2:], mode="bilinear", align_corners=False)
+        return pamr(guide, scores[None], self.pamr.steps, self.pamr.dilations)[0]
+
+    def background_value(self, protocol: Protocol, benchmark: BenchmarkSpec, rule: str) -> float | None:
+        """The method's own prob_thd for the dataset (its configs), or its default (0: no background).
+
+        Also used for `threshold`: a constant channel v in front of the class probabilities wins
+        exactly where every probability is below v, the decision prob_thd makes. `area_thd` too.
+        """
+        per_dataset = self.defaults.get("datasets", {}).get(dataset_name(benchmark), {})
+        if rule in ("prob_thd", "threshold"):
+            return float(per_dataset.get("prob_thd", self.defaults.get("prob_thd", 0.0)))
+        if rule == "area_thd":
+            return per_dataset.get("area_thd")
+        return None
+
+    def config(self) -> dict[str, Any]:
+        """Stable for the life of the method: per-benchmark values follow from `defaults` and the protocol."""
+        return {
+            "backbone": self.clip.describe(),
+            "recipe": self.active_recipe.as_dict(),
+            "options": dict(self.options),
+            "defaults": self.defaults,
+        }
+
+    def benchmark_config(self) -> dict[str, Any]:
+        """The values in force after the last `setup`."""
+        return {
+            "logit_scale": self.logit_scale,
+            "pamr": asdict(self.pamr) if self.pamr else None,
+            "text_aggregation": self.aggregation,
+        }
+
+    def checkpoint_sha256(self) -> str | None:
+        return self.clip.weights_sha256
+
+    def backbone(self) -> str | None:
+        return self.clip.describe()

@@ -1,0 +1,151 @@
+"""Dense CLIP features and per-patch text scores: the helper every training-free baseline shares.
+
+A `DenseRecipe` says what each baseline changes in an open_clip ViT: the last block's attention
+rule (clip_attention.py), whether its residual and feed-forward branches stay, how crops that are
+not a multiple of the patch size are handled, and how positional embeddings are resized.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from methods.clip_attention import ATTENTION_RULES, last_block_attention
+
+# drop: the patch convolution drops the remainder; scores on the patch grid (SCLIP, NACLIP).
+# pad_center: zero-pad the normalised crop around its centre to a multiple of the patch size,
+#   upsample the scores to the padded size and cut the crop back out (ClearCLIP).
+# pad_corner: zero-pad right and bottom; the padded patch grid is stretched over the crop
+#   (mmseg 0.x PatchEmbed(padding="corner") + EncoderDecoder resize, as MaskCLIP runs).
+PATCH_RULES = ("drop", "pad_center", "pad_corner")
+# scale_factor: bicubic with scale_factor=(h + 0.1) / S (DINO's trick, SCLIP / ClearCLIP / NACLIP):
+#   torch maps output to input coordinates with that factor, not with h / S.
+# size: bicubic to size=(h, w) (mmseg resize_pos_embed, TCL).
+POSITION_RULES = ("scale_factor", "size")
+
+
+@dataclass(frozen=True)
+class DenseRecipe:
+    attention: str
+    residual: bool
+    ffn: bool
+    patch_rule: str
+    position_rule: str
+    gaussian_std: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTION_RULES:
+            raise ValueError(f"attention must be one of {ATTENTION_RULES}, got {self.attention!r}")
+        if self.patch_rule not in PATCH_RULES:
+            raise ValueError(f"patch_rule must be one of {PATCH_RULES}, got {self.patch_rule!r}")
+        if self.position_rule not in POSITION_RULES:
+            raise ValueError(f"position_rule must be one of {POSITION_RULES}, got {self.position_rule!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resize_positional_embedding(
+    positional: Tensor, source_grid: tuple[int, int], target_grid: tuple[int, int], rule: str
+) -> Tensor:
+    """[1 + S_h*S_w, D] -> [1 + h*w, D], bicubic, align_corners=False, no antialiasing.
+
+    As in all four references, only the token count is compared: a grid with as many patches as
+    the trained one (say 7x28 against 14x14) keeps the embedding as it is.
+    """
+    height, width = target_grid
+    if height * width == source_grid[0] * source_grid[1]:
+        return positional
+    dim = positional.shape[-1]
+    grid = positional[1:].reshape(1, source_grid[0], source_grid[1], dim).permute(0, 3, 1, 2)
+    if rule == "scale_factor":
+        factors = ((height + 0.1) / source_grid[0], (width + 0.1) / source_grid[1])
+        grid = F.interpolate(grid, scale_factor=factors, mode="bicubic", align_corners=False)
+    elif rule == "size":
+        grid = F.interpolate(grid, size=(height, width), mode="bicubic", align_corners=False)
+    else:
+        raise ValueError(f"position rule must be one of {POSITION_RULES}, got {rule!r}")
+    if tuple(grid.shape[-2:]) != (height, width):
+        raise RuntimeError(f"positional embedding resized to {tuple(grid.shape[-2:])}, expected {(height, width)}")
+    return torch.cat([positional[:1], grid.permute(0, 2, 3, 1).reshape(height * width, dim)])
+
+
+def check_supported(visual: nn.Module) -> None:
+    needed = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "ln_post", "proj")
+    missing = [name for name in needed if not hasattr(visual, name)]
+    if missing:
+        raise TypeError(f"{type(visual).__name__} is not an open_clip VisionTransformer (no {missing})")
+    if getattr(visual, "attn_pool", None) is not None or getattr(visual, "final_ln_after_pool", False):
+        raise TypeError("dense CLIP features need ln_post on every token: attentional pooling is not supported")
+    last = visual.transformer.resblocks[-1]
+    if not isinstance(getattr(last, "attn", None), nn.MultiheadAttention):
+        raise TypeError(f"the last block ({type(last).__name__}) has no nn.MultiheadAttention")
+
+
+def embed_patches(visual: nn.Module, images: Tensor, position_rule: str) -> tuple[Tensor, tuple[int, int]]:
+    """Tokens [B, 1 + h*w, D] after ln_pre, and the patch grid (h, w)."""
+    x = visual.conv1(images.to(visual.conv1.weight.dtype))
+    grid = (x.shape[-2], x.shape[-1])
+    x = x.flatten(2).transpose(1, 2)
+    cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+    x = torch.cat([cls, x], dim=1)
+    source_grid = tuple(visual.grid_size)
+    x = x + resize_positional_embedding(visual.positional_embedding, source_grid, grid, position_rule).to(x.dtype)
+    return visual.ln_pre(x), grid
+
+
+def last_block(block: nn.Module, x: Tensor, recipe: DenseRecipe, grid: tuple[int, int]) -> Tensor:
+    attended = last_block_attention(block.attn, block.ln_1(x), recipe.attention, grid, recipe.gaussian_std)
+    x = x + block.ls_1(attended) if recipe.residual else block.ls_1(attended)
+    if recipe.ffn:
+        x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    return x
+
+
+def dense_features(visual: nn.Module, images: Tensor, recipe: DenseRecipe) -> Tensor:
+    """[B, 3, H, W] normalised images -> patch features [B, h, w, embed_dim] after ln_post and proj."""
+    check_supported(visual)
+    x, grid = embed_patches(visual, images, recipe.position_rule)
+    batch_first = getattr(visual.transformer, "batch_first", True)
+    blocks = visual.transformer.resblocks
+    if not batch_first:
+        x = x.transpose(0, 1)
+    for block in blocks[:-1]:
+        x = block(x)
+    if not batch_first:
+        x = x.transpose(0, 1)
+    x = last_block(blocks[-1], x, recipe, grid)
+    features = visual.ln_post(x[:, 1:]) @ visual.proj
+    return features.reshape(x.shape[0], grid[0], grid[1], -1)
+
+
+def patch_cosines(visual: nn.Module, images: Tensor, text: Tensor, recipe: DenseRecipe) -> Tensor:
+    """Cosine similarity of every patch with every text embedding: [B, n_text, h, w]."""
+    features = dense_features(visual, images, recipe)
+    features = features / features.norm(dim=-1, keepdim=True)
+    text = text.to(device=features.device, dtype=features.dtype)
+    return (features @ text.t()).permute(0, 3, 1, 2)
+
+
+def crop_cosines(visual: nn.Module, crops: Tensor, text: Tensor, recipe: DenseRecipe) -> Tensor:
+    """Per-name cosines for crops of any size, at a resolution <= the crop, following recipe.patch_rule.
+
+    Scores on a patch grid are meant to be upsampled to the crop bilinearly (align_corners=False),
+    which is what every reference does to its patch-grid scores.
+    """
+    height, width = crops.shape[-2:]
+    patch_h, patch_w = visual.patch_size
+    pad_h, pad_w = -height % patch_h, -width % patch_w
+    if recipe.patch_rule == "drop" or (pad_h == 0 and pad_w == 0):
+        return patch_cosines(visual, crops, text, recipe)
+    if recipe.patch_rule == "pad_corner":
+        return patch_cosines(visual, F.pad(crops, (0, pad_w, 0, pad_h)), text, recipe)
+    left, top = pad_w // 2, pad_h // 2
+    padded = F.pad(crops, (left, pad_w - left, top, pad_h - top))
+    scores = patch_cosines(visual, padded, text, recipe)
+    scores = F.interpolate(scores, size=padded.shape[-2:], mode="bilinear", align_corners=False)
+    return scores[..., top:top + height, left:left + width]

@@ -1,0 +1,44 @@
+"""MaskCLIP (Zhou et al., ECCV 2022), as its authors' code runs it (chongzhou96/MaskCLIP).
+
+The last block's query-key attention is dropped: every token takes its own value embedding,
+v = out_proj(v_proj(ln_1(x))). The authors' ViT keeps the block's residual and feed-forward
+branch on that path (mmseg/models/backbones/vit.py TransformerEncoderLayer.forward with
+return_qkv: ``v += x; v = ffn(norm2(v), identity=v)``), then the final LayerNorm and CLIP's
+projection (decode_heads/maskclip_head.py). Crops are padded right/bottom to a multiple of the
+patch (PatchEmbed padding="corner") and positional embeddings resized to the grid's size
+(resize_pos_embed: bicubic to size).
+
+Option ``variant: clearclip`` is the re-implementation in the ClearCLIP repository that later
+papers run (``model_type='MaskCLIP', ignore_residual=True``): out_proj(v) alone, no residual,
+no FFN, with that repository's centre padding and positional-embedding resize.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmark.registry import register_method
+from methods.clip_baseline import ClipBaseline
+from methods.clip_dense import DenseRecipe
+
+VARIANTS = {
+    "authors": DenseRecipe(
+        attention="identity", residual=True, ffn=True, patch_rule="pad_corner", position_rule="size"
+    ),
+    "clearclip": DenseRecipe(
+        attention="identity", residual=False, ffn=False, patch_rule="pad_center", position_rule="scale_factor"
+    ),
+}
+
+
+@register_method()
+class MaskCLIP(ClipBaseline):
+    name = "maskclip"
+    recipe = VARIANTS["authors"]
+    variant_options = ("variant",)
+
+    def build_recipe(self, options: dict[str, Any]) -> DenseRecipe:
+        variant = options.get("variant") or "authors"
+        if variant not in VARIANTS:
+            raise ValueError(f"maskclip variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+        return VARIANTS[variant]
