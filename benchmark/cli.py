@@ -151,6 +151,57 @@ def cmd_train_clip(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_common(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "seed": args.seed, "steps": args.steps, "device": args.device, "precision": args.precision,
+        "progress": not args.no_progress, "resume": not args.no_resume,
+        **({"batch_size": args.batch_size} if args.batch_size else {}),
+    }
+
+
+def cmd_train_tcl(args: argparse.Namespace) -> int:
+    from methods.tcl.train import train_tcl
+
+    summary = train_tcl(Path(args.data), Path(args.out), clip_model=args.clip_model,
+                        clip_pretrained=args.clip_pretrained, **_train_common(args))
+    print(yaml.safe_dump(summary, sort_keys=False, default_flow_style=None).strip())
+    return 0
+
+
+def cmd_train_vilseg(args: argparse.Namespace) -> int:
+    from methods.vilseg.train import train_vilseg
+
+    summary = train_vilseg(Path(args.data), Path(args.out), init=args.clip_pretrained, model=args.clip_model,
+                           **_train_common(args))
+    print(yaml.safe_dump(summary, sort_keys=False, default_flow_style=None).strip())
+    return 0
+
+
+def known_class_names(spec: str) -> list[str]:
+    """"a,b,c", or PROTOCOL:BENCHMARK for that benchmark's prompted names (its seen classes under a split)."""
+    if ":" not in spec:
+        return [name.strip() for name in spec.split(",") if name.strip()]
+    from benchmark.protocol import load_protocol
+
+    protocol_name, _, benchmark = spec.rpartition(":")
+    (bench,) = load_protocol(protocol_name).select([benchmark])
+    classes = list(range(len(bench.class_names)))
+    if bench.split is not None:
+        offset = 1 if bench.background.rule == "threshold" else 0
+        classes = [k - offset for k in bench.split.seen if k - offset >= 0]
+    return [bench.class_names[k][0] for k in classes]
+
+
+def cmd_train_clips4(args: argparse.Namespace) -> int:
+    from methods.clips4.train import train_clips4
+
+    summary = train_clips4(Path(args.images), Path(args.out), clip_model=args.clip_model,
+                           clip_pretrained=args.clip_pretrained, known_classes=known_class_names(args.classes),
+                           **_train_common(args))
+    print(yaml.safe_dump(summary, sort_keys=False, default_flow_style=None).strip())
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from benchmark.demo import run_demo
 
@@ -232,6 +283,31 @@ def build_parser() -> argparse.ArgumentParser:
     clip.add_argument("--device", default="cpu")
     clip.add_argument("--no-progress", action="store_true")
     clip.set_defaults(func=cmd_train_clip)
+
+    def trainer(name: str, help_text: str, data_flag: str, data_help: str) -> argparse.ArgumentParser:
+        command = trainers.add_parser(name, help=help_text)
+        command.add_argument(data_flag, required=True, help=data_help)
+        command.add_argument("--out", required=True, help="checkpoint file to write (resumed if it exists)")
+        command.add_argument("--clip-model", default="ViT-B-16", help="open_clip model name")
+        command.add_argument("--clip-pretrained", default="openai", help="pinned tag or weights file")
+        command.add_argument("--seed", type=int, default=0)
+        command.add_argument("--steps", type=int, help="optimizer steps (default: the method's schedule)")
+        command.add_argument("--batch-size", type=int)
+        command.add_argument("--device", default="cpu")
+        command.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+        command.add_argument("--no-resume", action="store_true", help="start over even if --out exists")
+        command.add_argument("--no-progress", action="store_true")
+        return command
+
+    captions_help = "captions.jsonl folder or webdataset tar shards (e.g. 'cc3m-{0000..0331}.tar')"
+    trainer("tcl", "train TCL on image-caption pairs", "--data", captions_help).set_defaults(func=cmd_train_tcl)
+    trainer("vilseg", "train ViL-Seg on image-caption pairs", "--data", captions_help).set_defaults(
+        func=cmd_train_vilseg
+    )
+    clips4 = trainer("clips4", "train CLIP-S4 on unlabeled images", "--images", "a folder of unlabeled images")
+    clips4.add_argument("--classes", required=True,
+                        help="known class names 'a,b,c', or PROTOCOL:BENCHMARK for that benchmark's (seen) names")
+    clips4.set_defaults(func=cmd_train_clips4)
 
     demo = commands.add_parser("demo", help="offline demo: synthetic world, tiny CLIP, every method, leaderboard")
     demo.add_argument("--seed", type=int, default=0)
