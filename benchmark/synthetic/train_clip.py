@@ -35,6 +35,9 @@ WEIGHT_DECAY = 0.1
 WARMUP_FRACTION = 0.05
 MIN_CROP_AREA = 0.7
 MAX_LOGIT_SCALE = 100.0
+INITIAL_LOGIT_SCALE: float | None = None
+WORD_DROPOUT = 0.0
+GRAYSCALE = 0.0
 
 
 def load_pairs(data: Path, image_size: int, progress: bool = False) -> tuple[torch.Tensor, list[str]]:
@@ -68,6 +71,23 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     theta[:, 1, 2] = centre_y
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def drop_words(captions: list[str], p: float, generator: torch.Generator) -> list[str]:
+    """Each word dropped with probability ``p`` (at least one word kept)."""
+    out = []
+    for caption in captions:
+        words = caption.split()
+        keep = (torch.rand(len(words), generator=generator) >= p).tolist()
+        kept = [w for w, k in zip(words, keep, strict=True) if k]
+        out.append(" ".join(kept) if kept else caption)
+    return out
+
+
+def to_grayscale(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    chosen = torch.rand(images.shape[0], generator=generator) < p
+    luma = (images * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return torch.where(chosen.view(-1, 1, 1, 1), luma.expand_as(images), images)
 
 
 def normalise(images: torch.Tensor) -> torch.Tensor:
@@ -152,19 +172,21 @@ def train_clip(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
     try:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         model = create_tiny_clip(seed, device=device).train()
+        if INITIAL_LOGIT_SCALE is not None:
+            with torch.no_grad():
+                model.logit_scale.fill_(math.log(INITIAL_LOGIT_SCALE))
         image_size = model.visual.image_size[0]
         images, captions = load_pairs(data, image_size, progress=progress)
         if len(captions) < batch_size:
             raise ValueError(f"{data} holds {len(captions)} pairs, fewer than batch_size={batch_size}")
-        tokens = tiny_clip_tokenizer()(captions)
+        tokenizer = tiny_clip_tokenizer()
+        tokens = tokenizer(captions)
         optimizer = torch.optim.AdamW(_param_groups(model, WEIGHT_DECAY), lr=lr, betas=(0.9, 0.98), eps=1e-6)
         generator = torch.Generator().manual_seed(seed)
         autocast = (
-            torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
-            if bf16
-            else nullcontext()
+            torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16) if bf16 else nullcontext()
         )
         warmup = max(1, int(WARMUP_FRACTION * steps))
         per_epoch = len(captions) // batch_size
@@ -180,8 +202,13 @@ def train_clip(
             batch = images[index].float()
             if augmentation:
                 batch = augment(batch, generator)
+            if GRAYSCALE:
+                batch = to_grayscale(batch, GRAYSCALE, generator)
             batch = normalise(batch).to(device)
-            text = tokens[index].to(device)
+            if WORD_DROPOUT:
+                text = tokenizer(drop_words([captions[i] for i in index], WORD_DROPOUT, generator)).to(device)
+            else:
+                text = tokens[index].to(device)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, steps, lr, warmup)
             with autocast:
@@ -216,10 +243,11 @@ def train_clip(
             "bf16": bf16,
             "initial_loss": losses[0],
             "final_loss": sum(tail) / len(tail),
-            "logit_scale": float(model.logit_scale.exp()),
+            "logit_scale": model.logit_scale.detach().exp().item(),
             "train_seconds": round(train_seconds, 2),
             "seconds": round(time.perf_counter() - started, 2),
             "steps_per_s": round(len(losses) / train_seconds, 3),
+            "cpu_seconds": round(time.process_time() - cpu_started, 2),
             "threads": torch.get_num_threads(),
             "device": str(device),
             "torch": torch.__version__,
