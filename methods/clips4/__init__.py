@@ -1,0 +1,6 @@
+"""CLIP-S4 (He et al., CVPR 2023): language-guided self-supervised semantic segmentation."""
+
+from methods.clips4.adapter import CLIPS4
+from methods.clips4.train import train_clips4
+
+__all__ = ["CLIPS4", "train_clips4"]

@@ -1,0 +1,165 @@
+"""CLIP-S4 behind the SegMethod interface: pixel embeddings scored against class text embeddings.
+
+Settings, strongest first: the protocol's ``method_settings`` (``logit_scale``), the constructor options,
+``inference.yaml``. The CLIP whose text tower encodes class names is the one the checkpoint was trained
+with (``model``/``pretrained`` default to what the checkpoint records); a different one is refused.
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+import yaml
+from torch import Tensor
+
+from benchmark import paths
+from benchmark.errors import CheckpointError
+from benchmark.registry import register_method
+from methods.base import SegMethod
+from methods.clip_backbone import ClipBackbone, file_sha256, load_clip
+from methods.clip_text import TextBank, TextBankStore, build_text_bank
+from methods.clips4.checkpoint import META_KEY, load_state, read_checkpoint
+from methods.clips4.network import NetworkConfig, PixelEmbedder
+
+if TYPE_CHECKING:
+    from benchmark.demo import DemoAssets
+    from benchmark.protocol import BenchmarkSpec, Protocol
+
+INFERENCE_FILE = Path(__file__).with_name("inference.yaml")
+DEFAULT_AGGREGATION = "mean_normalised"
+DEFAULT_LOGIT_SCALE = 100.0  # no checkpoint: MaskCLIP's scale (the untrained network is MaskCLIP)
+
+
+@lru_cache(maxsize=1)
+def inference_defaults() -> dict[str, Any]:
+    return yaml.safe_load(INFERENCE_FILE.read_text(encoding="utf-8"))
+
+
+def resolve_checkpoint(checkpoint: str, weights_root: str | None) -> Path:
+    """A path as given when it exists, else relative to the weights root."""
+    given = Path(checkpoint).expanduser()
+    if given.is_absolute() or given.is_file():
+        return given
+    return paths.weights_root(weights_root) / given
+
+
+@register_method()
+class CLIPS4(SegMethod):
+    """CLIP-S4 (CVPR 2023): self-supervised pixel embeddings aligned with CLIP, scored against class names."""
+
+    name = "clips4"
+    score_kind: ClassVar[str] = "logits"
+
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        model: str | None = None,
+        pretrained: str | None = None,
+        weights_root: str | None = None,
+        logit_scale: float | None = None,
+        network: dict[str, Any] | None = None,
+        text_cache: str | bool | None = None,
+        backbone: ClipBackbone | None = None,
+    ) -> None:
+        content: dict[str, Any] | None = None
+        self.checkpoint_path: Path | None = None
+        self._checkpoint_sha256: str | None = None
+        if checkpoint is not None:
+            self.checkpoint_path = resolve_checkpoint(checkpoint, weights_root)
+            content = read_checkpoint(self.checkpoint_path)
+        self.meta: dict[str, Any] = dict(content[META_KEY]) if content else {}
+        if backbone is None:
+            model = model or self.meta.get("clip_model") or "ViT-B-16"
+            if pretrained is None and checkpoint is None:
+                pretrained = "openai"
+            pretrained = pretrained if pretrained is not None else self.meta.get("clip_pretrained")
+            backbone = load_clip(model, pretrained, weights_root)
+        self.clip = backbone
+        self._check_clip()
+        config = NetworkConfig(**(self.meta.get("network") or {"embed_dim": self._embed_dim(), **(network or {})}))
+        self.network = PixelEmbedder(config, self.clip.visual if config.backbone == "clip_vit" else None)
+        if content is not None:
+            self._load(content)
+        else:
+            warnings.warn("CLIP-S4 without a checkpoint: the untrained network (MaskCLIP's features)", stacklevel=2)
+        self.network.eval().requires_grad_(False)
+        trained_scale = self.meta.get("semantic_logit_scale")
+        configured = inference_defaults().get("logit_scale")
+        self.logit_scale_default = float(
+            logit_scale if logit_scale is not None else configured or trained_scale or DEFAULT_LOGIT_SCALE
+        )
+        self.logit_scale = self.logit_scale_default
+        self.aggregation = DEFAULT_AGGREGATION
+        if text_cache is False:
+            self.text_store = None
+        else:
+            self.text_store = TextBankStore(text_cache or paths.weights_root(weights_root) / "text_banks")
+
+    def _embed_dim(self) -> int:
+        return int(self.clip.model.text_projection.shape[1])
+
+    def _check_clip(self) -> None:
+        trained_on = self.meta.get("clip_sha256")
+        if trained_on and self.clip.weights_sha256 and trained_on != self.clip.weights_sha256:
+            raise CheckpointError(
+                f"{self.checkpoint_path}: key '{META_KEY}.clip_sha256' says it was trained with CLIP weights "
+                f"{trained_on} ({self.meta.get('clip_pretrained')}), but the loaded CLIP {self.clip.describe()} "
+                f"has sha256 {self.clip.weights_sha256}"
+            )
+
+    def _load(self, content: dict[str, Any]) -> None:
+        load_state(self.network, content["model"], str(self.checkpoint_path), "model")
+        self._checkpoint_sha256 = file_sha256(self.checkpoint_path)
+
+    @classmethod
+    def demo_options(cls, assets: DemoAssets) -> dict[str, Any] | None:
+        from methods.clips4.demo import tiny_clips4_options
+
+        return tiny_clips4_options(assets)
+
+    def setup(self, protocol: Protocol, benchmark: BenchmarkSpec) -> None:
+        text = getattr(protocol, "text", None)
+        self.aggregation = getattr(text, "aggregation", None) or DEFAULT_AGGREGATION
+        settings = getattr(benchmark, "method_settings", None) or {}
+        scale = settings.get("logit_scale")
+        self.logit_scale = float(scale) if scale is not None else self.logit_scale_default
+
+    def background_value(self, protocol: Protocol, benchmark: BenchmarkSpec, rule: str) -> float | None:
+        value = inference_defaults()["background"].get(rule)
+        return None if value is None else float(value)
+
+    def encode_classes(self, names: list[list[str]], templates: list[str]) -> TextBank:
+        return build_text_bank(self.clip, names, templates, self.aggregation, self.text_store)
+
+    @torch.no_grad()
+    def predict_masks(self, crops: Tensor, bank: TextBank) -> Tensor:
+        parameter = next(self.network.parameters())
+        pixels = self.network(crops.to(parameter.device, parameter.dtype))
+        text = bank.embeddings.to(pixels.device, pixels.dtype)
+        return torch.einsum("bdhw,nd->bnhw", pixels, text).float() * self.logit_scale
+
+    def config(self) -> dict[str, Any]:
+        trained = {
+            key: self.meta.get(key)
+            for key in ("known_classes", "steps", "seed", "batch_size", "images", "n_images", "run_key")
+            if key in self.meta
+        }
+        return {
+            "backbone": self.clip.describe(),
+            "clip_sha256": self.clip.weights_sha256,
+            "network": self.network.config.as_dict(),
+            "checkpoint": self.checkpoint_path.name if self.checkpoint_path else None,
+            "trained": trained or None,
+            "logit_scale": self.logit_scale_default,
+            "background": inference_defaults()["background"],
+        }
+
+    def checkpoint_sha256(self) -> str | None:
+        return self._checkpoint_sha256
+
+    def backbone(self) -> str | None:
+        return self.clip.describe()
