@@ -23,3 +23,11 @@ def weights_root(override: str | os.PathLike | None = None) -> Path:
 
 def results_root(override: str | os.PathLike | None = None) -> Path:
     return Path(override or os.environ.get("ZSSEG_RESULTS") or "results").expanduser()
+
+
+def resolve_checkpoint(checkpoint: str, weights_root_override: str | os.PathLike | None = None) -> Path:
+    """A checkpoint path as given when it exists (or is absolute), else relative to the weights root."""
+    given = Path(checkpoint).expanduser()
+    if given.is_absolute() or given.is_file():
+        return given
+    return weights_root(weights_root_override) / given

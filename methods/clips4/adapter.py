@@ -18,6 +18,7 @@ from torch import Tensor
 
 from benchmark import paths
 from benchmark.errors import CheckpointError
+from benchmark.paths import resolve_checkpoint
 from benchmark.registry import register_method
 from methods.base import SegMethod
 from methods.clip_backbone import ClipBackbone, file_sha256, load_clip
@@ -37,14 +38,6 @@ DEFAULT_LOGIT_SCALE = 100.0  # no checkpoint: MaskCLIP's scale (the untrained ne
 @lru_cache(maxsize=1)
 def inference_defaults() -> dict[str, Any]:
     return yaml.safe_load(INFERENCE_FILE.read_text(encoding="utf-8"))
-
-
-def resolve_checkpoint(checkpoint: str, weights_root: str | None) -> Path:
-    """A path as given when it exists, else relative to the weights root."""
-    given = Path(checkpoint).expanduser()
-    if given.is_absolute() or given.is_file():
-        return given
-    return paths.weights_root(weights_root) / given
 
 
 @register_method()

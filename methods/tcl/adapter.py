@@ -17,6 +17,7 @@ from torch import Tensor
 
 from benchmark import paths
 from benchmark.errors import CheckpointError
+from benchmark.paths import resolve_checkpoint
 from benchmark.registry import register_method
 from methods.base import SegMethod
 from methods.clip_backbone import ClipBackbone, file_sha256, load_clip
@@ -54,14 +55,6 @@ def pamr_setting(value: Any) -> PamrSettings | None:
         dilations = tuple(int(d) for d in value.get("dilations", TCL_PAMR.dilations))
         return PamrSettings(steps, dilations) if steps > 0 else None
     raise ValueError(f"pamr must be a boolean or a mapping {{steps, dilations}}, got {value!r}")
-
-
-def resolve_checkpoint(checkpoint: str, weights_root: str | None) -> Path:
-    """A path as given when it exists, else relative to the weights root."""
-    given = Path(checkpoint).expanduser()
-    if given.is_absolute() or given.is_file():
-        return given
-    return paths.weights_root(weights_root) / given
 
 
 @register_method()

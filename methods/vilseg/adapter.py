@@ -20,6 +20,7 @@ from torch import Tensor
 
 from benchmark import paths
 from benchmark.errors import CheckpointError
+from benchmark.paths import resolve_checkpoint
 from benchmark.registry import register_method
 from methods.base import SegMethod
 from methods.clip_backbone import backbone_from_model, file_sha256, load_clip
@@ -45,14 +46,6 @@ def cosine_margin() -> float:
 def margin_probability(logit_scale: float, num_classes: int, margin: float) -> float:
     """Softmax probability of the best of `num_classes` logits when it leads each other by `margin` cosine."""
     return 1.0 / (1.0 + (num_classes - 1) * math.exp(-logit_scale * margin))
-
-
-def resolve_checkpoint(checkpoint: str, weights_root: str | None) -> Path:
-    """A path as given when it exists, else relative to the weights root."""
-    given = Path(checkpoint).expanduser()
-    if given.is_absolute() or given.is_file():
-        return given
-    return paths.weights_root(weights_root) / given
 
 
 @register_method()
