@@ -2,7 +2,10 @@
 
 A `DenseRecipe` says what each baseline changes in an open_clip ViT: the last block's attention
 rule (clip_attention.py), whether its residual and feed-forward branches stay, how crops that are
-not a multiple of the patch size are handled, and how positional embeddings are resized.
+not a multiple of the patch size are handled, and how positional embeddings are resized. Two
+optional whole-tower overrides serve references that rebuild CLIP's ViT in another framework
+and so run the weights with another MLP activation or LayerNorm eps than CLIP was trained with
+(MaskCLIP's mmseg ViT: exact GELU, eps 1e-6); left at None, the model's own modules run.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ PATCH_RULES = ("drop", "pad_center", "pad_corner")
 #   torch maps output to input coordinates with that factor, not with h / S.
 # size: bicubic to size=(h, w) (mmseg resize_pos_embed, TCL).
 POSITION_RULES = ("scale_factor", "size")
+# gelu: exact (erf) GELU, torch.nn.GELU; quick_gelu: x * sigmoid(1.702 x), what OpenAI's CLIP was trained with.
+ACTIVATIONS = ("gelu", "quick_gelu")
+# Recipe fields that are left out of as_dict() while None, so that recipes without them keep their identity.
+OPTIONAL_FIELDS = ("activation", "layer_norm_eps")
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,10 @@ class DenseRecipe:
     patch_rule: str
     position_rule: str
     gaussian_std: float = 0.0
+    # Whole-tower overrides (None: the model's own): the MLP activation of every block, and the eps
+    # of every LayerNorm (ln_pre, each block's ln_1 / ln_2, ln_post).
+    activation: str | None = None
+    layer_norm_eps: float | None = None
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_RULES:
@@ -44,9 +55,18 @@ class DenseRecipe:
             raise ValueError(f"patch_rule must be one of {PATCH_RULES}, got {self.patch_rule!r}")
         if self.position_rule not in POSITION_RULES:
             raise ValueError(f"position_rule must be one of {POSITION_RULES}, got {self.position_rule!r}")
+        if self.activation is not None and self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be None or one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.layer_norm_eps is not None and not self.layer_norm_eps > 0:
+            raise ValueError(f"layer_norm_eps must be None or positive, got {self.layer_norm_eps!r}")
+
+    @property
+    def overrides_tower(self) -> bool:
+        return self.activation is not None or self.layer_norm_eps is not None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        return {key: value for key, value in values.items() if key not in OPTIONAL_FIELDS or value is not None}
 
 
 def resize_positional_embedding(
@@ -86,8 +106,37 @@ def check_supported(visual: nn.Module) -> None:
         raise TypeError(f"the last block ({type(last).__name__}) has no nn.MultiheadAttention")
 
 
-def embed_patches(visual: nn.Module, images: Tensor, position_rule: str) -> tuple[Tensor, tuple[int, int]]:
-    """Tokens [B, 1 + h*w, D] after ln_pre, and the patch grid (h, w)."""
+def layer_norm(norm: nn.Module, x: Tensor, eps: float | None = None) -> Tensor:
+    """The LayerNorm module on x, with another eps if one is given (cast back to x's dtype, as open_clip does).
+
+    A norm that is not a LayerNorm (nn.Identity where a config has no ln_pre) runs as it is."""
+    if eps is None or not isinstance(norm, nn.LayerNorm):
+        return norm(x)
+    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, eps).to(x.dtype)
+
+
+def block_mlp(block: nn.Module, x: Tensor, activation: str | None = None) -> Tensor:
+    """The block's feed-forward branch (before ls_2), with another activation if one is given."""
+    if activation is None:
+        return block.mlp(x)
+    hidden = block.mlp.c_fc(x)
+    hidden = F.gelu(hidden) if activation == "gelu" else hidden * torch.sigmoid(1.702 * hidden)
+    return block.mlp.c_proj(hidden)
+
+
+def _check_tower_overrides(visual: nn.Module, recipe: DenseRecipe) -> None:
+    if recipe.activation is None:
+        return
+    for block in visual.transformer.resblocks:
+        names = [name for name, _ in block.mlp.named_children()]
+        if names != ["c_fc", "gelu", "c_proj"]:
+            raise TypeError(f"an activation override needs MLPs of c_fc, gelu, c_proj; this block has {names}")
+
+
+def embed_patches(
+    visual: nn.Module, images: Tensor, position_rule: str, layer_norm_eps: float | None = None
+) -> tuple[Tensor, tuple[int, int]]:
+    """Tokens [B, 1 + h*w, D] after ln_pre (with eps `layer_norm_eps` if given), and the patch grid (h, w)."""
     x = visual.conv1(images.to(visual.conv1.weight.dtype))
     grid = (x.shape[-2], x.shape[-1])
     x = x.flatten(2).transpose(1, 2)
@@ -95,31 +144,51 @@ def embed_patches(visual: nn.Module, images: Tensor, position_rule: str) -> tupl
     x = torch.cat([cls, x], dim=1)
     source_grid = tuple(visual.grid_size)
     x = x + resize_positional_embedding(visual.positional_embedding, source_grid, grid, position_rule).to(x.dtype)
-    return visual.ln_pre(x), grid
+    return layer_norm(visual.ln_pre, x, layer_norm_eps), grid
+
+
+def overridden_block(block: nn.Module, x: Tensor, recipe: DenseRecipe) -> Tensor:
+    """An unchanged block (q-k attention, residual, FFN) for batch-first x, under the recipe's tower overrides."""
+    eps = recipe.layer_norm_eps
+    normed = layer_norm(block.ln_1, x, eps)
+    if not block.attn.batch_first:
+        normed = normed.transpose(0, 1)
+    attended = block.attn(normed, normed, normed, need_weights=False)[0]
+    if not block.attn.batch_first:
+        attended = attended.transpose(0, 1)
+    x = x + block.ls_1(attended)
+    return x + block.ls_2(block_mlp(block, layer_norm(block.ln_2, x, eps), recipe.activation))
 
 
 def last_block(block: nn.Module, x: Tensor, recipe: DenseRecipe, grid: tuple[int, int]) -> Tensor:
-    attended = last_block_attention(block.attn, block.ln_1(x), recipe.attention, grid, recipe.gaussian_std)
+    eps = recipe.layer_norm_eps
+    normed = layer_norm(block.ln_1, x, eps)
+    attended = last_block_attention(block.attn, normed, recipe.attention, grid, recipe.gaussian_std)
     x = x + block.ls_1(attended) if recipe.residual else block.ls_1(attended)
     if recipe.ffn:
-        x = x + block.ls_2(block.mlp(block.ln_2(x)))
+        x = x + block.ls_2(block_mlp(block, layer_norm(block.ln_2, x, eps), recipe.activation))
     return x
 
 
 def dense_features(visual: nn.Module, images: Tensor, recipe: DenseRecipe) -> Tensor:
     """[B, 3, H, W] normalised images -> patch features [B, h, w, embed_dim] after ln_post and proj."""
     check_supported(visual)
-    x, grid = embed_patches(visual, images, recipe.position_rule)
+    _check_tower_overrides(visual, recipe)
+    x, grid = embed_patches(visual, images, recipe.position_rule, recipe.layer_norm_eps)
     batch_first = getattr(visual.transformer, "batch_first", True)
     blocks = visual.transformer.resblocks
-    if not batch_first:
-        x = x.transpose(0, 1)
-    for block in blocks[:-1]:
-        x = block(x)
-    if not batch_first:
-        x = x.transpose(0, 1)
+    if recipe.overrides_tower:
+        for block in blocks[:-1]:
+            x = overridden_block(block, x, recipe)
+    else:
+        if not batch_first:
+            x = x.transpose(0, 1)
+        for block in blocks[:-1]:
+            x = block(x)
+        if not batch_first:
+            x = x.transpose(0, 1)
     x = last_block(blocks[-1], x, recipe, grid)
-    features = visual.ln_post(x[:, 1:]) @ visual.proj
+    features = layer_norm(visual.ln_post, x[:, 1:], recipe.layer_norm_eps) @ visual.proj
     return features.reshape(x.shape[0], grid[0], grid[1], -1)
 
 

@@ -8,6 +8,13 @@ projection (decode_heads/maskclip_head.py). Crops are padded right/bottom to a m
 patch (PatchEmbed padding="corner") and positional embeddings resized to the grid's size
 (resize_pos_embed: bicubic to size).
 
+The authors run OpenAI's weights in mmseg's own ViT, built from configs/_base_/models/
+maskclip_vit16.py: ``act_cfg=dict(type='GELU')`` (mmcv's nn.GELU, the exact erf GELU, not the
+QuickGELU CLIP was trained with) in every block's FFN, and ``norm_cfg=dict(type='LN', eps=1e-6)``
+for every LayerNorm (ln_pre, ln_1 / ln_2, ln_post; CLIP's are 1e-5). The `authors` variant runs
+the tower that way (TOWER below); VARIANTS keeps the last-block recipes alone, which
+methods/clips4 imports.
+
 Option ``variant: clearclip`` is the re-implementation in the ClearCLIP repository that later
 papers run (``model_type='MaskCLIP', ignore_residual=True``): out_proj(v) alone, no residual,
 no FFN, with that repository's centre padding and positional-embedding resize.
@@ -15,6 +22,7 @@ no FFN, with that repository's centre padding and positional-embedding resize.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from benchmark.registry import register_method
@@ -29,16 +37,22 @@ VARIANTS = {
         attention="identity", residual=False, ffn=False, patch_rule="pad_center", position_rule="scale_factor"
     ),
 }
+# Whole-tower settings of each variant's reference: mmseg's ViT for the authors' code; the ClearCLIP
+# repository runs open_clip's own CLIP (QuickGELU, eps 1e-5), so nothing changes there.
+TOWER: dict[str, dict[str, Any]] = {
+    "authors": {"activation": "gelu", "layer_norm_eps": 1e-6},
+    "clearclip": {},
+}
 
 
 @register_method()
 class MaskCLIP(ClipBaseline):
     name = "maskclip"
-    recipe = VARIANTS["authors"]
+    recipe = replace(VARIANTS["authors"], **TOWER["authors"])
     variant_options = ("variant",)
 
     def build_recipe(self, options: dict[str, Any]) -> DenseRecipe:
         variant = options.get("variant") or "authors"
         if variant not in VARIANTS:
             raise ValueError(f"maskclip variant must be one of {sorted(VARIANTS)}, got {variant!r}")
-        return VARIANTS[variant]
+        return replace(VARIANTS[variant], **TOWER[variant])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -143,6 +144,21 @@ def block_input(visual, crops: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def mmseg_block_input(visual, crops: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Tokens entering the last block in MaskCLIP's mmseg ViT: exact GELU, every LayerNorm with eps 1e-6."""
+    def norm(module, x):
+        return F.layer_norm(x, module.normalized_shape, module.weight, module.bias, eps)
+
+    x = visual.conv1(crops).flatten(2).transpose(1, 2)
+    x = torch.cat([visual.class_embedding.expand(x.shape[0], 1, -1), x], dim=1) + visual.positional_embedding
+    x = norm(visual.ln_pre, x)
+    for block in visual.transformer.resblocks[:-1]:
+        h = norm(block.ln_1, x)
+        x = x + block.attn(h, h, h, need_weights=False)[0]
+        x = x + block.mlp.c_proj(F.gelu(block.mlp.c_fc(norm(block.ln_2, x))))
+    return x
+
+
 def test_maskclip_is_the_value_path_through_ln_post_and_proj(backbone):
     visual, crops = backbone.visual, torch.randn(2, 3, 32, 32)
     method = make("maskclip", backbone, variant="clearclip")
@@ -155,11 +171,55 @@ def test_maskclip_is_the_value_path_through_ln_post_and_proj(backbone):
         value_only = block.attn.out_proj(v)
         expected = cosines(visual.ln_post(value_only[:, 1:]) @ visual.proj, bank.embeddings)
         assert torch.allclose(method.predict_masks(crops, bank) / method.logit_scale, expected, atol=1e-5)
-        authors = value_only + x
-        authors = authors + block.mlp(block.ln_2(authors))
-        expected = cosines(visual.ln_post(authors[:, 1:]) @ visual.proj, bank.embeddings)
-        method = make("maskclip", backbone)
-        assert torch.allclose(method.predict_masks(crops, bank) / method.logit_scale, expected, atol=1e-5)
+
+
+def test_maskclip_authors_runs_mmsegs_vit_gelu_and_layer_norm_eps(backbone):
+    """The authors' mmseg ViT: value path with residual and FFN, exact GELU and eps 1e-6 in the whole tower."""
+    visual, crops = backbone.visual, torch.randn(2, 3, 32, 32)
+    method = make("maskclip", backbone)
+    bank = method.encode_classes(NAMES, TEMPLATES)
+    block = visual.transformer.resblocks[-1]
+
+    def norm(module, x):
+        return F.layer_norm(x, module.normalized_shape, module.weight, module.bias, 1e-6)
+
+    with torch.no_grad():
+        x = mmseg_block_input(visual, crops)
+        dim = x.shape[-1]
+        v = norm(block.ln_1, x) @ block.attn.in_proj_weight[2 * dim:].t() + block.attn.in_proj_bias[2 * dim:]
+        authors = block.attn.out_proj(v) + x
+        authors = authors + block.mlp.c_proj(F.gelu(block.mlp.c_fc(norm(block.ln_2, authors))))
+        expected = cosines(norm(visual.ln_post, authors[:, 1:]) @ visual.proj, bank.embeddings)
+        got = method.predict_masks(crops, bank) / method.logit_scale
+        assert torch.allclose(got, expected, atol=1e-5)
+        # the tiny CLIP runs QuickGELU and eps 1e-5: the override is not a no-op here
+        plain = make("maskclip", backbone)
+        plain.active_recipe = replace(plain.active_recipe, activation=None, layer_norm_eps=None)
+        assert (plain.predict_masks(crops, bank) / plain.logit_scale - got).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_tower_overrides_at_the_models_own_values_change_nothing(name, backbone):
+    method = make(name, backbone)
+    bank = method.encode_classes(NAMES, TEMPLATES)
+    crops = torch.randn(2, 3, 32, 32)
+    base = replace(method.active_recipe, activation=None, layer_norm_eps=None)
+    with torch.no_grad():
+        method.active_recipe = base
+        expected = method.predict_masks(crops, bank)
+        method.active_recipe = replace(base, activation="quick_gelu", layer_norm_eps=1e-5)
+        assert torch.allclose(method.predict_masks(crops, bank), expected, atol=1e-5)
+
+
+def test_recipe_identity_leaves_out_unset_tower_overrides():
+    recipe = SCLIP.recipe
+    assert "activation" not in recipe.as_dict() and "layer_norm_eps" not in recipe.as_dict()
+    authors = MaskCLIP.recipe.as_dict()
+    assert authors["activation"] == "gelu" and authors["layer_norm_eps"] == 1e-6
+    with pytest.raises(ValueError, match="activation"):
+        replace(recipe, activation="relu")
+    with pytest.raises(ValueError, match="layer_norm_eps"):
+        replace(recipe, layer_norm_eps=0.0)
 
 
 def test_vanilla_clip_equals_open_clips_own_tokens(backbone):
