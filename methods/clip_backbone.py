@@ -96,8 +96,13 @@ def load_clip(
     model: str | None = "ViT-B-16",
     pretrained: str | None = "openai",
     weights_root: str | os.PathLike | None = None,
+    allow_torchscript: bool = False,
 ) -> ClipBackbone:
-    """A CLIP in eval mode on the CPU; `pretrained` is a pinned tag, a file path, or None (random)."""
+    """A CLIP in eval mode on the CPU; `pretrained` is a pinned tag, a file path, or None (random).
+
+    Loading a TorchScript archive runs code from it, so an archive is read only when its sha256 is
+    one of OpenAI's pinned in ``clip_weights.yaml``, or when ``allow_torchscript`` says the file is trusted.
+    """
     if model is not None:
         model = ensure_model_config(model)
     if pretrained is None:
@@ -113,6 +118,13 @@ def load_clip(
         raise WeightsError(
             f"{path}: sha256 is {sha256}, expected {known.sha256} for {known.model} ({known.pretrained}). "
             f"The file is truncated or a different checkpoint; download it again from {known.url}"
+        )
+    if not allow_torchscript and is_torchscript_archive(path) and sha256 not in {k.sha256 for k in known_weights()}:
+        raise WeightsError(
+            f"{path} is a TorchScript archive (sha256 {sha256}) that is not one of OpenAI's CLIP files pinned in "
+            f"{KNOWN_WEIGHTS_FILE.name}, and loading an archive runs code from it. Save its weights as a state dict "
+            f"(torch.save(torch.jit.load(path).state_dict(), ...) on a machine you trust) or, if you trust the file, "
+            f"pass allow_torchscript=True (--opt allow_torchscript=true)"
         )
     state_dict, is_archive = read_weights(path)
     network, name, tokenizer = build_from_state_dict(state_dict, model, is_archive, source=str(path))

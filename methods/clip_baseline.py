@@ -79,6 +79,7 @@ class ClipBaseline(SegMethod):
         weights_root: str | None = None,
         text_cache: str | bool | None = None,
         backbone: ClipBackbone | None = None,
+        allow_torchscript: bool = False,
         **options: Any,
     ) -> None:
         self.defaults = baseline_defaults()[self.name]
@@ -87,7 +88,9 @@ class ClipBaseline(SegMethod):
             raise BenchmarkError(f"{self.name} has no option {unknown}; variant options: {list(self.variant_options)}")
         self.options = {key: options.get(key, self.defaults.get(key)) for key in self.variant_options}
         self.active_recipe = self.build_recipe(self.options)
-        self.clip = backbone if backbone is not None else load_clip(model, checkpoint or pretrained, weights_root)
+        self.clip = backbone if backbone is not None else load_clip(
+            model, checkpoint or pretrained, weights_root, allow_torchscript
+        )
         self.net = self.clip.model
         if text_cache is False:
             self.text_store = None

@@ -397,7 +397,7 @@ def test_state_dict_and_torchscript_archive_load_to_identical_scores(tmp_path):
         "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1},
     }))
     from_dict = load_clip(None, "tiny_sd.pt", weights_root=tmp_path)
-    from_archive = load_clip(None, str(tmp_path / "tiny_jit.pt"))
+    from_archive = load_clip(None, str(tmp_path / "tiny_jit.pt"), allow_torchscript=True)
     from_config = load_clip(str(config), "tiny_sd.pt", weights_root=tmp_path)
     expected = scores_of(backbone_from_model(model, "tiny"))
     for loaded in (from_dict, from_archive, from_config):
@@ -416,11 +416,28 @@ def test_truncated_or_mismatched_weights_are_clear_errors(tmp_path):
     data = (tmp_path / "tiny_jit.pt").read_bytes()
     (tmp_path / "cut_jit.pt").write_bytes(data[: len(data) - 4096])
     with pytest.raises(WeightsError, match="truncated"):
-        load_clip(None, "cut_jit.pt", weights_root=tmp_path)
+        load_clip(None, "cut_jit.pt", weights_root=tmp_path, allow_torchscript=True)
     with pytest.raises(WeightsError, match=r"does not hold a ViT-B-16: .*vision width 128 \(model ViT-B-16: 768\)"):
-        load_clip("ViT-B-16", str(tmp_path / "tiny_jit.pt"))
+        load_clip("ViT-B-16", str(tmp_path / "tiny_jit.pt"), allow_torchscript=True)
     with pytest.raises(WeightsError, match=r"does not fit model ViT-B-16-quickgelu: .*shape mismatches"):
         load_clip("ViT-B-16-quickgelu", "tiny_sd.pt", weights_root=tmp_path)
+
+
+def test_a_torchscript_archive_of_unknown_sha256_is_refused_unless_trusted(tmp_path, monkeypatch):
+    import methods.clip_backbone as clip_backbone
+
+    model = tiny_clip()
+    save_torchscript(model, tmp_path / "tiny_jit.pt")
+    read = []
+    monkeypatch.setattr(clip_backbone.torch.jit, "load", lambda *a, **k: read.append(a) or pytest.fail("read"))
+    with pytest.raises(WeightsError, match=r"tiny_jit.pt is a TorchScript archive .* allow_torchscript=True"):
+        load_clip(None, str(tmp_path / "tiny_jit.pt"))
+    assert read == []
+    monkeypatch.undo()
+    sha = clip_backbone.file_sha256(tmp_path / "tiny_jit.pt")
+    pinned = clip_backbone.KnownWeights("tiny", "test", "tiny_jit.pt", sha, "https://example.org/tiny_jit.pt")
+    monkeypatch.setattr(clip_backbone, "known_weights", lambda: (pinned,))
+    assert load_clip(None, str(tmp_path / "tiny_jit.pt")).weights_sha256 == sha
 
 
 def test_missing_or_corrupt_openai_weights_name_file_sha256_and_url(tmp_path):
@@ -451,7 +468,7 @@ def vit_b16(tmp_path_factory):
 @pytest.mark.slow
 def test_vit_b16_state_dict_and_archive_give_identical_scores(vit_b16):
     from_dict = load_clip("ViT-B-16-quickgelu", "random_vitb16.pt", weights_root=vit_b16)
-    from_archive = load_clip("ViT-B-16", "random_vitb16_jit.pt", weights_root=vit_b16)
+    from_archive = load_clip("ViT-B-16", "random_vitb16_jit.pt", weights_root=vit_b16, allow_torchscript=True)
     inferred = load_clip(None, "random_vitb16.pt", weights_root=vit_b16)
     expected = scores_of(from_dict, "clearclip", 448)
     assert torch.equal(scores_of(from_archive, "clearclip", 448), expected)

@@ -74,8 +74,9 @@ class TCL(SegMethod):
         kp_w: float = KP_W,
         text_cache: str | bool | None = None,
         backbone: ClipBackbone | None = None,
+        allow_torchscript: bool = False,
     ) -> None:
-        self.clip = backbone if backbone is not None else load_clip(model, pretrained, weights_root)
+        self.clip = backbone if backbone is not None else load_clip(model, pretrained, weights_root, allow_torchscript)
         self.net = self.clip.model
         visual = self.net.visual
         self.last_block = len(visual.transformer.resblocks) - 1
