@@ -20,6 +20,7 @@ from methods.clips4.adapter import CLIPS4
 from methods.clips4.checkpoint import save_atomic, weights_content
 from methods.clips4.losses import (
     embedding_consistency,
+    embedding_pull,
     pixel_segment_contrastive,
     pseudo_labels,
     semantic_consistency,
@@ -67,6 +68,23 @@ def test_embedding_consistency_known_value():
     assert loss.item() == pytest.approx(math.log(1 + math.exp(-2)), abs=1e-6)
     swapped = embedding_consistency(model, clip.flip(0), kappa=2.0)
     assert swapped.item() == pytest.approx(math.log(1 + math.exp(2)), abs=1e-6)
+
+
+def test_embedding_pull_is_one_minus_the_mean_cosine():
+    model = unit([1, 0], [0, 1])
+    assert embedding_pull(model, model).item() == pytest.approx(0.0, abs=1e-7)
+    half = unit([1, 1], [0, 1])  # cosines 1/sqrt(2) and 1
+    assert embedding_pull(model, half).item() == pytest.approx(1 - (1 / math.sqrt(2) + 1) / 2, abs=1e-6)
+    assert embedding_pull(model, -model).item() == pytest.approx(2.0, abs=1e-6)
+
+
+def test_unknown_embedding_loss_is_a_config_error():
+    from benchmark.errors import ConfigError
+    from methods.clips4.settings import resolve_settings
+
+    assert resolve_settings({"embedding_loss": "contrastive"})["embedding_loss"] == "contrastive"
+    with pytest.raises(ConfigError, match="embedding_loss"):
+        resolve_settings({"embedding_loss": "l2"})
 
 
 def test_semantic_consistency_known_value():
@@ -122,34 +140,36 @@ def test_segments_recover_two_regions_in_both_views():
 
 
 def test_prototype_bank_learns_an_unknown_prototype_and_follows_its_members():
-    known = unit([1, 0, 0, 0], [0, 1, 0, 0])
-    bank = PrototypeBank(known, n_unknown=1, momentum=0.5)
-    clip = unit([1, 0.1, 0, 0], [0.1, 1, 0, 0], [0, 0, 1, 0.1], [0, 0.1, 1, 0])
-    bank.initialise(clip)
-    gap = known.mean(0) - clip.mean(0)
-    assert bank.image_mean.allclose(clip.mean(0))
-    members = F.normalize(clip[2:] + gap, dim=-1)
-    assert bank.unknown[0].allclose(F.normalize(F.normalize(members.sum(0), dim=0), dim=0), atol=1e-6)
-    labels = bank.assign(clip)
-    assert labels.tolist() == [0, 1, 2, 2]
+    known_text = unit([1, 0, 0, 0], [0, 1, 0, 0])
+    bank = PrototypeBank(known_text, n_unknown=1, momentum=0.5)
+    # Image-side segments: p1 is text class 0, p2-p4 text class 1, but p3 lies apart (an unknown class).
+    p1, p2, p3, p4 = unit([1, 0, 0, 2], [0, 1, 0, 2], [0, 0.1, 1, 1], [0.1, 1, 0, 2])
+    points = torch.stack([p1, p2, p3, p4])
+    assert bank.text_labels(points).tolist() == [0, 1, 1, 1]
+    bank.initialise(points)
+    assert bank.known[0].allclose(p1, atol=1e-6)
+    assert bank.known[1].allclose(F.normalize(p2 + p3 + p4, dim=0), atol=1e-6)
+    assert bank.unknown[0].allclose(p3, atol=1e-6)
+    assert bank.assign(points).tolist() == [0, 1, 2, 1]
     assert bank.prototypes().shape == (3, 4)
 
-    before, image_mean = bank.unknown[0].clone(), bank.image_mean.clone()
-    new = unit([0, 0, 0.5, 1])
-    bank.update(new, torch.tensor([2]))
-    expected_mean = 0.5 * image_mean + 0.5 * new[0]
-    assert bank.image_mean.allclose(expected_mean)
-    shifted = F.normalize(new[0] + known.mean(0) - expected_mean, dim=0)
-    assert bank.unknown[0].allclose(F.normalize(0.5 * before + 0.5 * shifted, dim=0), atol=1e-6)
-    assert bank.known.equal(known)
+    known_before, unknown_before = bank.known.clone(), bank.unknown.clone()
+    q = unit([0.05, 0, 1, 1])[0]  # text class 0, assigned to the unknown prototype
+    bank.update(q[None], torch.tensor([2]))
+    assert bank.known[0].allclose(F.normalize(0.5 * known_before[0] + 0.5 * q, dim=0), atol=1e-6)
+    assert bank.known[1].equal(known_before[1])
+    assert bank.unknown[0].allclose(F.normalize(0.5 * unknown_before[0] + 0.5 * q, dim=0), atol=1e-6)
+    assert bank.known_text.equal(known_text)
 
 
-def test_prototype_bank_update_leaves_unassigned_prototypes():
-    bank = PrototypeBank(unit([1, 0, 0]), n_unknown=2, momentum=0.9)
-    bank.initialise(unit([1, 0, 0], [0, 1, 0], [0, 0, 1]))
-    before = bank.unknown.clone()
-    bank.update(unit([1, 0, 0]), torch.tensor([0]))
-    assert bank.unknown.equal(before)
+def test_prototype_bank_update_leaves_prototypes_without_members():
+    bank = PrototypeBank(unit([1, 0, 0], [0, 1, 0]), n_unknown=2, momentum=0.9)
+    bank.initialise(unit([1, 0, 0.2], [0, 0, 1], [0.1, 0, 1]))
+    assert not bool(bank.known_started[1])
+    assert bank.known[1].equal(unit([0, 1, 0])[0])  # no member yet: still its text embedding
+    before = bank.prototypes().clone()
+    bank.update(unit([1, 0, 0.2]), torch.tensor([0]))
+    assert bank.prototypes()[1:].equal(before[1:])
 
 
 # ---- adapter and checkpoints --------------------------------------------------------------------

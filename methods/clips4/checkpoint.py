@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.errors import CheckpointError
+from benchmark.safe_load import load_weights_only
 
 FORMAT = 1
 META_KEY = "clips4"
@@ -42,12 +43,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"CLIP-S4 checkpoint {str(path)!r} not found (train one with `zsbench train clips4`)")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - pickle, zip and weights_only refusals alike
-        raise CheckpointError(
-            f"{path}: cannot read as a CLIP-S4 checkpoint with torch.load(weights_only=True): {error}"
-        ) from error
+    loaded = load_weights_only(path, "a CLIP-S4 checkpoint")
     if not isinstance(loaded, dict):
         raise CheckpointError(f"{path}: expected a dict with keys {list(REQUIRED)}, got {type(loaded).__name__}")
     for key in REQUIRED:

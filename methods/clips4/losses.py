@@ -37,6 +37,11 @@ def embedding_consistency(model_segments: Tensor, clip_segments: Tensor, kappa: 
     return F.cross_entropy(logits, target)
 
 
+def embedding_pull(model_segments: Tensor, clip_segments: Tensor) -> Tensor:
+    """Segment embeddings [S,D] pulled toward the CLIP embeddings [S,D] of the same segments: mean 1 - cos."""
+    return (1 - (model_segments * clip_segments).sum(dim=-1)).mean()
+
+
 def pseudo_labels(clip_embeddings: Tensor, prototypes: Tensor) -> Tensor:
     """CLIP's argmax over the class prototypes [P,D] for embeddings [...,D]."""
     return (clip_embeddings @ prototypes.t()).argmax(dim=-1)

@@ -1,12 +1,14 @@
-"""The class prototypes of semantic consistency: fixed known (text) and learned unknown prototypes.
+"""The class prototypes of semantic consistency: known prototypes fixed by text, unknown ones learned by clustering.
 
-Known prototypes are the CLIP text embeddings of the known class names and never change. Unknown
-prototypes are learned by clustering CLIP's segment embeddings during training, so no unknown name
-is needed. CLIP's image and text embeddings sit in two separate cones of the joint space (the
-"modality gap"), so an image-space cluster centre would always beat every text embedding. The bank
-therefore clusters image embeddings moved across the gap, ``normalise(c + text_mean - image_mean)``,
-with the known centres pinned to their text embeddings: a semi-supervised spherical k-means, run once
-on the first batch and then online with an exponential moving average.
+Known prototypes are the CLIP text embeddings of the known class names and never change. CLIP's
+image and text embeddings sit in two separate cones of the joint space (the "modality gap"), so a
+centre fitted to image embeddings always beats every text embedding, and an argmax over text and
+learned centres would label nearly everything unknown. Scores are therefore taken in the image
+modality: known prototype k is represented by the centre of the CLIP segment embeddings whose
+zero-shot label (argmax over the known text embeddings) is k, a centre its text alone decides;
+unknown prototypes are spherical k-means centres of the same embeddings, competing with the known
+centres. The bank is initialised on the first batch (farthest points from the known centres, then
+k-means with the known centres held) and follows the data online by exponential moving averages.
 """
 
 from __future__ import annotations
@@ -36,16 +38,23 @@ def _all_gather(value: Tensor) -> Tensor:
     return torch.cat([chunk[: int(size.item())] for chunk, size in zip(gathered, sizes, strict=True)])
 
 
+def _member_means(points: Tensor, labels: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """Sums [n,D] and counts [n] of points per label, summed over ranks."""
+    sums = points.new_zeros(n, points.shape[1]).index_add_(0, labels, points)
+    counts = points.new_zeros(n).index_add_(0, labels, points.new_ones(len(labels)))
+    return _all_reduce(sums), _all_reduce(counts)
+
+
 class PrototypeBank(nn.Module):
     def __init__(self, known: Tensor, n_unknown: int, momentum: float = 0.99, init_iterations: int = 10) -> None:
         super().__init__()
         known = F.normalize(known.float(), dim=-1)
         self.momentum = momentum
         self.init_iterations = init_iterations
-        self.register_buffer("known", known)
+        self.register_buffer("known_text", known)
+        self.register_buffer("known", known.clone())
+        self.register_buffer("known_started", torch.zeros(known.shape[0], dtype=torch.bool))
         self.register_buffer("unknown", torch.zeros(n_unknown, known.shape[1]))
-        self.register_buffer("text_mean", known.mean(dim=0))
-        self.register_buffer("image_mean", torch.zeros(known.shape[1]))
         self.register_buffer("initialised", torch.tensor(False))
 
     @property
@@ -53,35 +62,34 @@ class PrototypeBank(nn.Module):
         return self.known.shape[0]
 
     def prototypes(self) -> Tensor:
-        """[n_known + n_unknown, D]: known first."""
+        """[n_known + n_unknown, D], known first: what CLIP's and the model's embeddings are scored against."""
         return torch.cat([self.known, self.unknown])
 
-    def shift(self, clip_embeddings: Tensor) -> Tensor:
-        """CLIP image embeddings [N,D] moved across the modality gap to the text side."""
-        return F.normalize(clip_embeddings + (self.text_mean - self.image_mean), dim=-1)
+    @torch.no_grad()
+    def text_labels(self, clip_embeddings: Tensor) -> Tensor:
+        """CLIP's zero-shot label among the known classes (argmax over the known text embeddings)."""
+        return (clip_embeddings.float() @ self.known_text.t()).argmax(dim=1)
 
     @torch.no_grad()
     def assign(self, clip_embeddings: Tensor) -> Tensor:
-        """CLIP's pseudo-label [N]: argmax over the prototypes of the gap-shifted embeddings."""
-        return (self.shift(clip_embeddings) @ self.prototypes().t()).argmax(dim=1)
+        """CLIP's pseudo-label [N]: argmax over all prototypes; >= n_known means an unknown prototype."""
+        return (clip_embeddings.float() @ self.prototypes().t()).argmax(dim=1)
 
     @torch.no_grad()
     def initialise(self, clip_embeddings: Tensor) -> None:
-        """Semi-supervised spherical k-means on a first set of CLIP segment embeddings (gathered over ranks)."""
-        points = _all_gather(clip_embeddings.float())
-        self.image_mean.copy_(points.mean(dim=0))
-        shifted = self.shift(points)
+        """Known centres from the first batch (gathered over ranks), unknown ones by k-means around them."""
+        points = F.normalize(_all_gather(clip_embeddings.float()), dim=-1)
+        self._move_known(points, momentum=0.0)
         n_unknown = self.unknown.shape[0]
         if n_unknown:
-            self.unknown.copy_(self._farthest(shifted, n_unknown))
+            self.unknown.copy_(self._farthest(points, n_unknown))
             for _ in range(self.init_iterations):
-                labels = (shifted @ self.prototypes().t()).argmax(dim=1)
-                self._move_unknown(shifted, labels, momentum=0.0)
+                self._move_unknown(points, self.assign(points), momentum=0.0)
         self.initialised.fill_(True)
 
     def _farthest(self, points: Tensor, count: int) -> Tensor:
-        """`count` points, each the least similar to the known prototypes and to those already taken."""
-        closest = (points @ self.known.t()).max(dim=1).values if self.n_known else points.new_full((len(points),), -1.0)
+        """`count` points, each the least similar to the known centres and to the points already taken."""
+        closest = (points @ self.known.t()).max(dim=1).values
         taken = []
         for _ in range(count):
             index = int(closest.argmin())
@@ -91,21 +99,24 @@ class PrototypeBank(nn.Module):
 
     @torch.no_grad()
     def update(self, clip_embeddings: Tensor, labels: Tensor) -> None:
-        """One online step: EMA of the image mean and of each unknown prototype's assigned members."""
-        total = _all_reduce(torch.cat([clip_embeddings.float().sum(dim=0), clip_embeddings.new_ones(1) * len(labels)]))
-        if total[-1] > 0:
-            mean = total[:-1] / total[-1]
-            self.image_mean.mul_(self.momentum).add_((1 - self.momentum) * mean)
-        self._move_unknown(self.shift(clip_embeddings.float()), labels, self.momentum)
+        """One online step: known centres follow their text's members, unknown ones the members assigned to them."""
+        points = F.normalize(clip_embeddings.float(), dim=-1)
+        self._move_known(points, self.momentum)
+        self._move_unknown(points, labels, self.momentum)
 
-    def _move_unknown(self, shifted: Tensor, labels: Tensor, momentum: float) -> None:
+    def _move_known(self, points: Tensor, momentum: float) -> None:
+        sums, counts = _member_means(points, self.text_labels(points), self.n_known)
+        present = counts > 0
+        rate = torch.where(self.known_started, torch.full_like(counts, 1 - momentum), torch.ones_like(counts))
+        moved = F.normalize((1 - rate[:, None]) * self.known + rate[:, None] * F.normalize(sums, dim=-1), dim=-1)
+        self.known.copy_(torch.where(present[:, None], moved, self.known))
+        self.known_started.logical_or_(present)
+
+    def _move_unknown(self, points: Tensor, labels: Tensor, momentum: float) -> None:
         n_unknown = self.unknown.shape[0]
         if not n_unknown:
             return
-        slot = labels - self.n_known
-        member = slot >= 0
-        sums = shifted.new_zeros(n_unknown, shifted.shape[1]).index_add_(0, slot[member], shifted[member])
-        counts = shifted.new_zeros(n_unknown).index_add_(0, slot[member], shifted.new_ones(int(member.sum())))
-        sums, counts = _all_reduce(sums), _all_reduce(counts)
+        member = labels >= self.n_known
+        sums, counts = _member_means(points[member], labels[member] - self.n_known, n_unknown)
         moved = F.normalize(momentum * self.unknown + (1 - momentum) * F.normalize(sums, dim=-1), dim=-1)
         self.unknown.copy_(torch.where(counts[:, None] > 0, moved, self.unknown))

@@ -15,6 +15,9 @@ DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 NESTED = ("network", "views", "superpixels", "loss_weights")
 
 
+EMBEDDING_LOSSES = ("cosine", "contrastive")
+
+
 @lru_cache(maxsize=1)
 def _defaults() -> dict[str, Any]:
     return yaml.safe_load(DEFAULTS_FILE.read_text(encoding="utf-8"))
@@ -39,6 +42,10 @@ def resolve_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
             settings[key].update(value)
         else:
             settings[key] = value
+    if settings["embedding_loss"] not in EMBEDDING_LOSSES:
+        raise ConfigError(
+            f"CLIP-S4 setting 'embedding_loss' must be one of {EMBEDDING_LOSSES}, got {settings['embedding_loss']!r}"
+        )
     return settings
 
 

@@ -10,7 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.clips4.losses import embedding_consistency, pixel_segment_contrastive, semantic_consistency
+from methods.clips4.losses import (
+    embedding_consistency,
+    embedding_pull,
+    pixel_segment_contrastive,
+    semantic_consistency,
+)
 from methods.clips4.prototypes import PrototypeBank
 from methods.clips4.segments import form_segments, segment_embeddings
 from methods.clips4.superpixels import grid_shape, resample_labels, slic
@@ -32,6 +37,7 @@ class StepSettings:
     kappa: float
     contrast_pixels: int
     weights: dict[str, float]
+    embedding_loss: str
     semantic_logit_scale: float
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
@@ -91,7 +97,10 @@ def training_step(
     loss_pixel = pixel_segment_contrastive(
         flat_pixels[pick], pixel_regions[pick], model_segments[valid], regions[valid], settings.kappa
     )
-    loss_embedding = embedding_consistency(model_segments[valid], clip_segments[valid], settings.kappa)
+    if settings.embedding_loss == "cosine":
+        loss_embedding = embedding_pull(model_segments[valid], clip_segments[valid])
+    else:
+        loss_embedding = embedding_consistency(model_segments[valid], clip_segments[valid], settings.kappa)
 
     if not bool(bank.initialised):
         bank.initialise(clip_segments[valid])

@@ -200,6 +200,7 @@ def _train(
         slic_iterations=config["superpixels"]["iterations"], segments_per_image=config["segments_per_image"],
         kmeans_iterations=config["kmeans_iterations"], kappa=config["kappa"],
         contrast_pixels=config["contrast_pixels"], weights=config["loss_weights"],
+        embedding_loss=config["embedding_loss"],
         semantic_logit_scale=logit_scale, mean=tuple(OPENAI_DATASET_MEAN), std=tuple(OPENAI_DATASET_STD),
     )
     preload = len(files) * 3 * config["image_size"] ** 2 <= PRELOAD_BYTES and workers == 0
