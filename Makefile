@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test test-slow lint demo reproduce leaderboard
+.PHONY: install test test-slow lint demo reproduce leaderboard soak
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,11 @@ test:
 
 test-slow:
 	$(BIN)/pytest -q -m slow
+
+# Random SIGKILLs over many runs of a multi-benchmark toy evaluation; every record is checked (docs/reliability.md).
+# ZSBENCH_SOAK_ITERATIONS=N (default 20, about 5 minutes); ZSBENCH_SOAK_SEED=S replays a seed.
+soak:
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -m soak -rP tests/test_soak.py
 
 lint:
 	$(BIN)/ruff check benchmark methods tests

@@ -14,7 +14,7 @@ from PIL import Image
 
 from benchmark import paths
 from benchmark.errors import ConfigError, DataError
-from benchmark.yamlio import check_fields, load_yaml_mapping
+from benchmark.yamlio import at_line, check_fields, load_yaml_mapping
 
 PREPARE_HINT = "see datasets/README.md for the expected layout and where to download it"
 
@@ -81,20 +81,28 @@ def load_card(name_or_path: str | Path) -> DatasetCard:
     raw = load_yaml_mapping(path)
     check_fields(raw, _CARD_REQUIRED, _CARD_OPTIONAL, path)
     if raw["name"] != path.stem:
-        raise ConfigError(f"{path}: key 'name' is {raw['name']!r} but must equal the file stem {path.stem!r}")
+        raise ConfigError(
+            f"{path}: key 'name'{at_line(raw, 'name')} is {raw['name']!r} but must equal the file stem {path.stem!r}"
+        )
     classes = raw["classes"]
     if not classes or not all(isinstance(c, str) and c for c in classes):
-        raise ConfigError(f"{path}: key 'classes' must be a non-empty list of non-empty strings")
+        raise ConfigError(
+            f"{path}: key 'classes'{at_line(raw, 'classes')} must be a non-empty list of non-empty strings"
+        )
     if len(set(classes)) != len(classes):
         duplicates = sorted({c for c in classes if classes.count(c) > 1})
-        raise ConfigError(f"{path}: key 'classes' repeats {duplicates}")
-    for key in ("root", "img_dir", "ann_dir", "split"):
+        raise ConfigError(f"{path}: key 'classes'{at_line(raw, 'classes')} repeats {duplicates}")
+    for key in ("root", "img_dir", "ann_dir", "split", "img_suffix", "seg_map_suffix"):
         value = raw.get(key)
         if value and (Path(value).is_absolute() or ".." in Path(value).parts):
-            raise ConfigError(f"{path}: key {key!r} must be a relative path inside the data root, got {value!r}")
+            raise ConfigError(
+                f"{path}: key {key!r}{at_line(raw, key)} must be a relative path inside the data root, got {value!r}"
+            )
     ignore_index = raw.get("ignore_index", 255)
     if 0 <= ignore_index < len(classes):
-        raise ConfigError(f"{path}: key 'ignore_index' {ignore_index} collides with a class id")
+        raise ConfigError(
+            f"{path}: key 'ignore_index'{at_line(raw, 'ignore_index')} {ignore_index} collides with a class id"
+        )
     return DatasetCard(
         name=raw["name"], title=raw.get("title") or raw["name"], source=raw.get("source") or "",
         root=raw["root"], img_dir=raw["img_dir"], ann_dir=raw["ann_dir"], img_suffix=raw["img_suffix"],
@@ -125,9 +133,18 @@ def list_stems(card: DatasetCard, data_root: Path) -> list[str]:
             raise DataError(f"{split_file}: split file of dataset {card.name!r} is missing; {PREPARE_HINT}")
         try:
             lines = split_file.read_text(encoding="utf-8").splitlines()
+        except PermissionError as error:
+            raise DataError(f"{split_file}: cannot be read ({error.strerror}); check its permissions") from None
         except (OSError, UnicodeDecodeError) as error:
             raise DataError(f"{split_file}: cannot be read ({error}); {PREPARE_HINT}") from None
-        return [line.strip() for line in lines if line.strip()]
+        stems = []
+        for number, line in enumerate(lines, start=1):
+            stem = line.strip()
+            if stem and (Path(stem).is_absolute() or ".." in Path(stem).parts):
+                raise DataError(f"{split_file}: line {number}: entry {stem!r} leaves the dataset folder; re-prepare it")
+            if stem:
+                stems.append(stem)
+        return stems
     image_dir = root / card.img_dir
     if not image_dir.is_dir():
         raise DataError(f"{image_dir}: image folder of dataset {card.name!r} is missing; {PREPARE_HINT}")

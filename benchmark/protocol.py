@@ -11,7 +11,7 @@ from typing import Any
 from benchmark import paths
 from benchmark.data import DatasetCard, load_card
 from benchmark.errors import ConfigError
-from benchmark.yamlio import check_fields, confined_path, load_yaml_mapping
+from benchmark.yamlio import at_line, check_fields, confined_path, line_of, load_yaml_mapping, merged
 
 RESIZE_FIELDS = {"short": int, "long_max": int}
 BACKGROUND_RULES = ("none", "names", "threshold", "prob_thd")
@@ -180,9 +180,11 @@ def _image_spec(raw: dict[str, Any], path: Path, where: str) -> ImageSpec:
     for key in ("mean", "std"):
         values = raw[key]
         if len(values) != 3 or not all(isinstance(v, (int, float)) for v in values):
-            raise ConfigError(f"{path}: {where}key {key!r} must be three numbers (RGB), got {values!r}")
+            raise ConfigError(
+                f"{path}: {where}key {key!r}{at_line(raw, key)} must be three numbers (RGB), got {values!r}"
+            )
     if any(v <= 0 for v in raw["std"]):
-        raise ConfigError(f"{path}: {where}key 'std' must be positive")
+        raise ConfigError(f"{path}: {where}key 'std'{at_line(raw, 'std')} must be positive")
     return ImageSpec(
         resize_short=resize["short"] if resize else None,
         resize_long_max=resize["long_max"] if resize else None,
@@ -195,25 +197,21 @@ def _inference_spec(raw: dict[str, Any], path: Path, where: str) -> InferenceSpe
     check_fields(raw, {"mode": str}, {"crop": int, "stride": int}, path, where)
     mode = raw["mode"]
     if mode not in ("slide", "whole"):
-        raise ConfigError(f"{path}: {where}key 'mode' must be 'slide' or 'whole', got {mode!r}")
+        raise ConfigError(f"{path}: {where}key 'mode'{at_line(raw, 'mode')} must be 'slide' or 'whole', got {mode!r}")
     if mode == "slide":
         for key in ("crop", "stride"):
             if not raw.get(key) or raw[key] <= 0:
-                raise ConfigError(f"{path}: {where}slide mode needs a positive {key!r}")
+                raise ConfigError(f"{path}: {where}slide mode needs a positive {key!r}{at_line(raw, key)}")
     return InferenceSpec(mode=mode, crop=raw.get("crop"), stride=raw.get("stride"))
 
 
 def _background_spec(raw: dict[str, Any], path: Path, where: str) -> BackgroundSpec:
     check_fields(raw, {"rule": str}, {"value": float, "area_thd": float}, path, where)
     if raw["rule"] not in BACKGROUND_RULES:
-        raise ConfigError(f"{path}: {where}key 'rule' must be one of {BACKGROUND_RULES}, got {raw['rule']!r}")
+        raise ConfigError(
+            f"{path}: {where}key 'rule'{at_line(raw, 'rule')} must be one of {BACKGROUND_RULES}, got {raw['rule']!r}"
+        )
     return BackgroundSpec(rule=raw["rule"], value=raw.get("value"), area_thd=raw.get("area_thd"))
-
-
-def _merged(top: dict[str, Any] | None, override: dict[str, Any] | None) -> dict[str, Any] | None:
-    if override is None:
-        return top
-    return {**(top or {}), **override}
 
 
 _PROTOCOL_REQUIRED = {"name": str, "image": dict, "inference": dict, "text": dict, "benchmarks": dict}
@@ -253,34 +251,43 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
     raw = load_yaml_mapping(path)
     check_fields(raw, _PROTOCOL_REQUIRED, _PROTOCOL_OPTIONAL, path)
     if raw["name"] != path.stem:
-        raise ConfigError(f"{path}: key 'name' is {raw['name']!r} but must equal the file stem {path.stem!r}")
+        raise ConfigError(
+            f"{path}: key 'name'{at_line(raw, 'name')} is {raw['name']!r} but must equal the file stem {path.stem!r}"
+        )
     base = path.parent
     precision = raw.get("precision") or "fp32"
     if precision not in PRECISIONS:
-        raise ConfigError(f"{path}: key 'precision' must be one of {PRECISIONS}, got {precision!r}")
+        raise ConfigError(
+            f"{path}: key 'precision'{at_line(raw, 'precision')} must be one of {PRECISIONS}, got {precision!r}"
+        )
     check_fields(raw["text"], {"templates": str, "aggregation": str}, {}, path, "text: ")
     if raw["text"]["aggregation"] not in AGGREGATIONS:
-        raise ConfigError(f"{path}: text: key 'aggregation' must be one of {AGGREGATIONS}")
-    templates = read_templates(confined_path(base, raw["text"]["templates"], path, "text.templates"))
+        raise ConfigError(f"{path}: text: key 'aggregation'{at_line(raw['text'], 'aggregation')} must be one of "
+                          f"{AGGREGATIONS}")
+    templates = read_templates(
+        confined_path(base, raw["text"]["templates"], path, "text.templates", line_of(raw["text"], "templates"))
+    )
     text = TextSpec(templates=templates, aggregation=raw["text"]["aggregation"])
     if not raw["benchmarks"]:
-        raise ConfigError(f"{path}: key 'benchmarks' is empty")
+        raise ConfigError(f"{path}: key 'benchmarks'{at_line(raw, 'benchmarks')} is empty")
     top_settings = raw.get("method_settings") or {}
     benchmarks: dict[str, BenchmarkSpec] = {}
     for bench_name, bench_raw in raw["benchmarks"].items():
         where = f"benchmarks: {bench_name}: "
         check_fields(bench_raw, _BENCHMARK_REQUIRED, _BENCHMARK_OPTIONAL, path, where)
-        classes_file = confined_path(base, bench_raw["classes"], path, f"benchmarks.{bench_name}.classes")
+        classes_file = confined_path(
+            base, bench_raw["classes"], path, f"benchmarks.{bench_name}.classes", line_of(bench_raw, "classes")
+        )
         spec = BenchmarkSpec(
             name=bench_name,
-            dataset=_card(bench_raw["dataset"], base, path, bench_name),
+            dataset=_card(bench_raw["dataset"], base, path, bench_name, line_of(bench_raw, "dataset")),
             class_names=read_class_names(classes_file),
-            image=_image_spec(_merged(raw["image"], bench_raw.get("image")), path, f"{where}image: "),
+            image=_image_spec(merged(raw["image"], bench_raw.get("image")), path, f"{where}image: "),
             inference=_inference_spec(
-                _merged(raw["inference"], bench_raw.get("inference")), path, f"{where}inference: "
+                merged(raw["inference"], bench_raw.get("inference")), path, f"{where}inference: "
             ),
             background=_background_spec(
-                _merged(raw.get("background") or {"rule": "none"}, bench_raw.get("background")),
+                merged(raw.get("background") or {"rule": "none"}, bench_raw.get("background")),
                 path,
                 f"{where}background: ",
             ),
@@ -309,8 +316,10 @@ def _class_split(raw: dict[str, Any], card: DatasetCard, base: Path, path: Path,
     check_fields(raw, {"file": str}, {"setting": str}, path, where)
     setting = raw.get("setting") or "generalised"
     if setting not in SPLIT_SETTINGS:
-        raise ConfigError(f"{path}: {where}key 'setting' must be one of {SPLIT_SETTINGS}, got {setting!r}")
-    split_file = confined_path(base, raw["file"], path, "split.file")
+        raise ConfigError(
+            f"{path}: {where}key 'setting'{at_line(raw, 'setting')} must be one of {SPLIT_SETTINGS}, got {setting!r}"
+        )
+    split_file = confined_path(base, raw["file"], path, "split.file", line_of(raw, "file"))
     content = load_yaml_mapping(split_file)
     check_fields(content, {"name": str, "seen": list, "unseen": list}, {"source": str, "dataset": str}, split_file)
     if content.get("dataset") and content["dataset"] != card.name:
@@ -320,7 +329,9 @@ def _class_split(raw: dict[str, Any], card: DatasetCard, base: Path, path: Path,
     for key in ("seen", "unseen"):
         unknown = [name for name in content[key] if name not in index]
         if unknown:
-            raise ConfigError(f"{split_file}: key {key!r}: {unknown} are not classes of {card.path}")
+            raise ConfigError(
+                f"{split_file}: key {key!r}{at_line(content, key)}: {unknown} are not classes of {card.path}"
+            )
         ids[key] = tuple(index[name] for name in content[key])
     overlap = sorted(set(content["seen"]) & set(content["unseen"]))
     if overlap:
@@ -331,10 +342,10 @@ def _class_split(raw: dict[str, Any], card: DatasetCard, base: Path, path: Path,
     return ClassSplit(content["name"], content.get("source") or "", ids["seen"], ids["unseen"], setting)
 
 
-def _card(reference: str, base: Path, path: Path, bench_name: str) -> DatasetCard:
+def _card(reference: str, base: Path, path: Path, bench_name: str, line: int | None = None) -> DatasetCard:
     """A card name (datasets/<name>.yaml) or a card file relative to the protocol's folder."""
     if reference.endswith((".yaml", ".yml")):
-        return load_card(confined_path(base, reference, path, f"benchmarks.{bench_name}.dataset"))
+        return load_card(confined_path(base, reference, path, f"benchmarks.{bench_name}.dataset", line))
     return load_card(reference)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import json
 import os
 import sys
@@ -19,10 +20,15 @@ from benchmark.errors import BenchmarkError
 RECORD_SCHEMA = 1
 
 
-def write_json_atomic(path: Path, content: Any) -> None:
-    """Readers see the old file or the new one, never a half-written one."""
+def write_json_atomic(path: Path, content: Any, owner: str = "") -> None:
+    """Readers see the old file or the new one, never a half-written one.
+
+    The temporary file is `.<name>.<owner>.<random>.tmp`; a writer killed before the rename leaves it
+    behind, and the next holder of the same claim (`record_lock`) removes it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    prefix = f".{path.name}.{owner}." if owner else f".{path.name}."
+    descriptor, temp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             json.dump(content, handle, indent=1, sort_keys=False, allow_nan=True)
@@ -61,6 +67,22 @@ def state_path(folder: Path, benchmark: str, rank: int, world: int) -> Path:
     return folder / f".{benchmark}.state.r{rank}of{world}.json"
 
 
+def claim_owner(rank: int, world: int) -> str:
+    """The tag of the temporary files written under one claim (see write_json_atomic)."""
+    return f"r{rank}of{world}"
+
+
+def _remove_stale_temporaries(folder: Path, benchmark: str, rank: int, world: int) -> None:
+    """Temporary files of this claim left by a killed writer: only the claim's holder writes them."""
+    owner = claim_owner(rank, world)
+    targets = [state_path(folder, benchmark, rank, world).name]
+    if rank == 0:
+        targets += [record_path(folder, benchmark, partial).name for partial in (False, True)]
+    for target in targets:
+        for stale in folder.glob(f".{glob.escape(target)}.{owner}.*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def record_lock(folder: Path, benchmark: str, rank: int, world: int) -> Iterator[None]:
     """Exclusive claim on one benchmark's record for one rank; a second run waits for the first."""
@@ -73,6 +95,7 @@ def record_lock(folder: Path, benchmark: str, rank: int, world: int) -> Iterator
             print(f"waiting for another run that holds {path}", file=sys.stderr, flush=True)
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
+            _remove_stale_temporaries(folder, benchmark, rank, world)
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
@@ -91,12 +114,12 @@ class PartialState:
         self.seconds = seconds
         self.skipped = skipped or {}  # shard position -> why its files were skipped (--skip-bad)
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path, owner: str = "") -> None:
         write_json_atomic(path, {
             "key": self.key, "done": self.done, "seconds": self.seconds,
             "skipped": [[position, why] for position, why in sorted(self.skipped.items()) if position < self.done],
             "matrix": self.matrix.cpu().tolist(),
-        })
+        }, owner)
 
     @classmethod
     def load_or_new(cls, path: Path, key: dict[str, Any], matrix: torch.Tensor) -> PartialState:

@@ -37,6 +37,7 @@ from benchmark.protocol import BenchmarkSpec, Protocol
 from benchmark.results import (
     RECORD_SCHEMA,
     PartialState,
+    claim_owner,
     record_lock,
     record_path,
     run_folder,
@@ -198,13 +199,18 @@ def evaluate_benchmark(
 
     samples = list_samples(card, settings.data_root)
     check = check_dataset(card, settings.data_root)
-    if check.status != "found":
+    # under --skip-bad, files missing from a split that lists every image are bad files: skipped and listed
+    skip_missing = settings.skip_bad and check.status == "incomplete" and len(samples) == card.num_images
+    if check.status != "found" and not skip_missing:
         if not settings.allow_incomplete or check.status == "missing":
             missing = f"; first missing: {check.missing[0]}" if check.missing else ""
+            if not check.missing and card.split and len(samples) != card.num_images:
+                missing = f"; split file {settings.data_root / card.root / card.split} lists {len(samples)}"
             raise DataError(
                 f"{settings.data_root / card.root}: dataset {card.name!r} is {check.status} "
                 f"({check.found}/{check.expected} images with labels{missing}); {check.remedy}, "
                 "or pass --allow-incomplete to evaluate what is there (the record is marked partial)"
+                + ("" if len(samples) != card.num_images else "; --skip-bad skips and lists the missing files")
             )
         samples = [s for s in samples if s.image.is_file() and s.label.is_file()]
         partial_reasons.append(f"incomplete dataset: {len(samples)}/{card.num_images} images")
@@ -228,7 +234,9 @@ def _evaluate_claimed(
     method = run.method
     card = spec.dataset
     partial = bool(partial_reasons) or settings.skip_bad
+    state_file = state_path(folder, spec.name, shard.rank, shard.world)
     if settings.skip_existing and not partial and record_path(folder, spec.name, False).exists():
+        state_file.unlink(missing_ok=True)  # left by a run killed between writing the record and cleaning up
         return None
 
     check_split_overlap(method, protocol, spec)
@@ -242,7 +250,7 @@ def _evaluate_claimed(
         "protocol": protocol.hash, "run": run.run_id, "benchmark": spec.name, "rank": shard.rank,
         "world": shard.world, "images": len(samples), "limit": settings.limit,
     }
-    state_file = state_path(folder, spec.name, shard.rank, shard.world)
+    owner = claim_owner(shard.rank, shard.world)
     matrix = ConfusionMatrix(card.num_classes, card.ignore_index, device)
     state = PartialState.load_or_new(state_file, key, matrix.matrix)
     matrix.matrix = state.matrix
@@ -267,7 +275,7 @@ def _evaluate_claimed(
 
     def save() -> None:
         state.seconds = seconds_before + time.perf_counter() - started
-        state.save(state_file)
+        state.save(state_file, owner)
 
     ignored_classes = _ignored_in_metric(spec)
     position_of = {index: position for position, index in enumerate(indices)}
@@ -293,6 +301,8 @@ def _evaluate_claimed(
     finally:
         bar.close()
     state.done = len(indices)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     seconds = seconds_before + time.perf_counter() - started
     matrix.all_reduce()
     peak_device = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
@@ -309,7 +319,7 @@ def _evaluate_claimed(
         record = build_record(run, protocol, spec, matrix, len(samples) - len(skipped), seconds, background_value,
                               partial_reasons, settings, peak_host, peak_device, shard)
         record["skipped_files"] = skipped
-        write_json_atomic(record_path(folder, spec.name, bool(partial_reasons)), record)
+        write_json_atomic(record_path(folder, spec.name, bool(partial_reasons)), record, owner)
     if shard.world > 1:
         dist.barrier()
     state_file.unlink(missing_ok=True)

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from benchmark import paths
 from benchmark.errors import CheckpointError
+from benchmark.safe_load import load_weights_only
 
 KNOWN_WEIGHTS_FILE = Path(__file__).with_name("clip_weights.yaml")
 # Entries of OpenAI's archives and of traced open_clip models that are not weights.
@@ -212,15 +213,15 @@ def read_weights(path: Path) -> tuple[dict[str, Tensor], bool]:
         except Exception as error:  # noqa: BLE001 - torch raises several kinds here
             raise WeightsError(unreadable.format(error)) from error
         return dict(archive.state_dict()), True
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             loaded: Any = load_file(str(path), device="cpu")
-        else:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - pickle, zip and safetensors errors alike
-        raise WeightsError(unreadable.format(error)) from error
+        except Exception as error:  # noqa: BLE001 - safetensors raises several kinds here
+            raise WeightsError(unreadable.format(error)) from error
+    else:
+        loaded = load_weights_only(path, "CLIP weights", WeightsError)
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict) or not all(isinstance(v, Tensor) for v in loaded.values()):

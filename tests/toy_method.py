@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import torch
@@ -26,6 +27,9 @@ class ToyMethod(SegMethod):
         interrupt = os.environ.get("TOY_INTERRUPT_AFTER")  # simulated Ctrl-C that keeps the run's identity
         self.interrupt_after = int(interrupt) if interrupt else None
         self.delay = float(os.environ.get("TOY_DELAY", "0"))  # seconds per crop, for kill tests
+        kill = os.environ.get("TOY_KILL_AFTER")  # SIGKILL to itself after this many crops (fault injection)
+        self.kill_after = int(kill) if kill else None
+        self.log = os.environ.get("TOY_LOG")  # appends "<pid> <names> <crops>" per batch: who computed what
         self.calls = 0
 
     def encode_classes(self, names: list[list[str]], templates: list[str]) -> Tensor:
@@ -39,6 +43,11 @@ class ToyMethod(SegMethod):
             time.sleep(self.delay * crops.shape[0])
         if self.interrupt_after is not None and self.calls > self.interrupt_after:
             raise KeyboardInterrupt
+        if self.kill_after is not None and self.calls > self.kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.log:
+            with open(self.log, "a") as handle:
+                handle.write(f"{os.getpid()} {bank.shape[0]} {crops.shape[0]}\n")
         pooled = F.avg_pool2d(crops, 2, ceil_mode=True)
         scores = torch.einsum("nc,bchw->bnhw", bank.to(crops), pooled) * 4.0
         if self.nan_after is not None and self.calls > self.nan_after:

@@ -75,7 +75,7 @@ def board_table(board: Board) -> str:
     columns: list[DisplayColumn] = board.display_columns
     ranks = {column: board.ranks(column) for column in board.columns}
     caption = (f"mIoU (\\%) under protocol \\texttt{{{escape(board.protocol)}}} "
-               f"(hash \\texttt{{{board.short_hash}}}). Best in bold, second underlined.")
+               f"(hash \\texttt{{{escape(board.short_hash)}}}). Best in bold, second underlined.")
     if board.with_published:
         caption += r" ours: measured with zsseg-bench; paper: published; $\Delta$: ours minus paper."
     lines = [
@@ -105,7 +105,7 @@ def per_class_table(board: Board, benchmark: str) -> str:
         r"\begin{table}[t]",
         r"  \centering",
         rf"  \caption{{Per-class IoU (\%) on \texttt{{{escape(benchmark)}}}, protocol "
-        rf"\texttt{{{escape(board.protocol)}}} (hash \texttt{{{board.short_hash}}}). Best in bold.}}",
+        rf"\texttt{{{escape(board.protocol)}}} (hash \texttt{{{escape(board.short_hash)}}}). Best in bold.}}",
         rf"  \label{{{_label(board, '-' + benchmark)}}}",
         rf"  \begin{{tabular}}{{l{'r' * len(rows)}}}",
         r"    \toprule",

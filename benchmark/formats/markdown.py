@@ -17,6 +17,12 @@ def escape(text: object) -> str:
     return str(text).translate(_SPECIAL)
 
 
+def code(text: object) -> str:
+    """A code span, or escaped text where a backtick would end the span early."""
+    text = str(text).replace("\n", " ").replace("\r", " ")
+    return f"`{text}`" if "`" not in text else escape(text)
+
+
 def _table(headers: list[str], body: list[list[str]], text_columns: int) -> str:
     align = ["left"] * text_columns + ["right"] * (len(headers) - text_columns)
     return tabulate(body, headers=headers, tablefmt="github", colalign=align, disable_numparse=True)
@@ -58,7 +64,7 @@ def per_class_tables(board: Board) -> list[str]:
 
 def render_board(board: Board, options: RenderOptions, level: int = 2) -> str:
     heading = "#" * level
-    lines = [f"{heading} Protocol `{board.protocol}` (hash `{board.short_hash}`)", ""]
+    lines = [f"{heading} Protocol {code(board.protocol)} (hash {code(board.short_hash)})", ""]
     note = "mIoU (%) per benchmark; avg: mean mIoU over all benchmarks, where each has a number."
     if any(column.metric != "miou" for column in board.columns):
         note += " Zero-shot splits: mIoU over seen (S) and unseen (U) classes and their harmonic mean (hIoU)."

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from benchmark.errors import CheckpointError
+from benchmark.safe_load import load_weights_only
 from methods.tcl.model import TCLMasker
 
 FORMAT = 1
@@ -73,12 +74,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[st
             f"TCL checkpoint {str(path)!r} not found. The released weights are {RELEASE_URL} "
             "(save them as tcl.pth under the weights root, or pass the file with --checkpoint)"
         )
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - pickle, zip and weights_only refusals alike
-        raise CheckpointError(
-            f"{path}: cannot read as a TCL checkpoint with torch.load(weights_only=True): {error}"
-        ) from error
+    loaded = load_weights_only(path, "a TCL checkpoint")
     if isinstance(loaded, dict) and isinstance(loaded.get("model"), dict):
         state, meta = loaded["model"], loaded.get(META_KEY) or {}
     elif isinstance(loaded, dict) and loaded and all(isinstance(v, Tensor) for v in loaded.values()):

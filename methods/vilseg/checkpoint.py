@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from benchmark.errors import CheckpointError
+from benchmark.safe_load import load_weights_only
 from methods.vilseg.config import ViLSegConfig
 from methods.vilseg.model import ViLSegModel, build_model
 
@@ -65,10 +66,7 @@ def read_file(path: Path, kind: str) -> dict[str, Any]:
             f"ViL-Seg checkpoint {str(path)!r} not found. No official ViL-Seg weights exist: train them with "
             "`zsbench train vilseg` (methods/vilseg/train.py) and pass the file with --checkpoint"
         )
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - pickle, zip and weights_only refusals alike
-        raise CheckpointError(f"{path}: cannot read with torch.load(weights_only=True): {error}") from error
+    loaded = load_weights_only(path, "a ViL-Seg file")
     if not isinstance(loaded, dict):
         kind_found = type(loaded).__name__
         raise CheckpointError(f"{path}: expected a dict with keys format, kind, config, model; got {kind_found}")

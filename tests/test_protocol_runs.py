@@ -1,9 +1,10 @@
-"""Every CLIP-based method and the three seed methods, end to end on the zero-shot split protocols.
+"""Methods end to end through `zsbench eval` on the shipped protocols, on the tiny CLIP.
 
-Each split protocol family (SPNet VOC, SPNet COCO-Stuff, ZS3Net VOC with background, ZS3Net
-Context with background) is run as shipped except for its geometry, which is scaled to the tiny
-CLIP's 64 px crops; miniature datasets stand in for the real ones. The seed methods run from
-checkpoints their own trainers wrote after one step on a few caption pairs.
+Protocols run as shipped (class names, background rules, per-dataset method settings, splits)
+except for their geometry, scaled to the tiny CLIP's 64 px crops, and, for the native protocols,
+their template lists, cut to the first two so that the 80-template protocols stay fast;
+miniature datasets stand in for the real ones. The seed methods run from checkpoints their own
+trainers wrote after one step on a few caption pairs. The ViT-B/16-shaped run is marked slow.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from PIL import Image
 
 from benchmark.cli import main
 from benchmark.data import load_card
-from benchmark.protocol import load_protocol
+from benchmark.protocol import load_protocol, read_templates
 from benchmark.synthetic.tinyclip import MODEL_NAME, create_tiny_clip
 from tests.fakedata import write_fake_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SPLIT_PROTOCOLS = ("zs_spnet_voc", "zs_spnet_cocostuff", "zs_zs3net_voc2", "zs_zs3net_context2")
+NATIVE_PROTOCOLS = ("tcl8", "tcl8_nopamr", "sclip", "clearclip", "naclip")
+ALL_CARDS = ("voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff171", "cityscapes", "ade20k")
 CLIP_METHODS = ("clip", "maskclip", "sclip", "clearclip", "naclip")
 SEED_METHODS = ("tcl", "vilseg", "clips4")
 TINY_GEOMETRY = {"resize": {"short": 64, "long_max": 128}, "crop": 64, "stride": 48}
@@ -47,7 +50,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         lines.append(json.dumps({"image": f"images/{index}.png", "caption": f"a red square on grass {index}"}))
     (captions / "captions.jsonl").write_text("\n".join(lines) + "\n")
     data = root / "data"
-    for card in ("voc20", "voc21", "coco_stuff171", "context60"):
+    for card in ALL_CARDS:
         write_fake_dataset(load_card(card), data, count=2, sizes=[(60, 80), (72, 64)], seed=3)
     return {"root": root, "clip": clip, "captions": captions, "data": data}
 
@@ -74,18 +77,37 @@ def seed_checkpoints(world: dict[str, Path]) -> dict[str, Path]:
     return out
 
 
-def tiny_protocol(name: str, folder: Path) -> Path:
-    """The shipped protocol with the tiny CLIP's geometry, beside copies of the files it names."""
+def tiny_protocol(name: str, folder: Path, templates: int | None = None) -> Path:
+    """The shipped protocol with the tiny CLIP's geometry (and its first `templates` templates), beside
+    copies of the files it names."""
     copy = folder / "protocols"
     if not copy.exists():
         shutil.copytree(REPO / "protocols", copy)
     raw = yaml.safe_load((REPO / "protocols" / f"{name}.yaml").read_text())
+    if templates is not None:
+        source = REPO / "protocols" / raw["text"]["templates"]
+        kept = read_templates(source)[:templates]
+        (copy / "templates" / f"{name}_first{templates}.txt").write_text("\n".join(kept) + "\n")
+        raw["text"]["templates"] = f"templates/{name}_first{templates}.txt"
     raw["image"]["resize"] = TINY_GEOMETRY["resize"]
     raw["inference"].update(crop=TINY_GEOMETRY["crop"], stride=TINY_GEOMETRY["stride"])
+    for bench in raw["benchmarks"].values():
+        if "resize" in bench.get("image", {}):
+            bench["image"]["resize"] = TINY_GEOMETRY["resize"]
+        if "inference" in bench and bench["inference"].get("mode") != "whole":
+            bench["inference"].update(crop=TINY_GEOMETRY["crop"], stride=TINY_GEOMETRY["stride"])
     raw["name"] = f"{name}_tiny"
     path = copy / f"{name}_tiny.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+def run_eval(method: str, protocol: Path, world: dict[str, Path], results: Path, options: list[str]) -> int:
+    return main([
+        "eval", "--method", method, "--protocol", str(protocol), "--allow-incomplete", *options,
+        "--data-root", str(world["data"]), "--results", str(results), "--workers", "0", "--batch-size", "4",
+        "--no-progress",
+    ])
 
 
 def method_options(method: str, world: dict[str, Path], checkpoints: dict[str, Path]) -> list[str]:
@@ -106,12 +128,8 @@ def test_every_method_runs_on_the_split_protocol(protocol_name, world, seed_chec
     assert spec.split is not None
     results = tmp_path / "results"
     for method in CLIP_METHODS + SEED_METHODS:
-        code = main([
-            "eval", "--method", method, "--protocol", str(protocol_path), "--allow-incomplete",
-            *method_options(method, world, seed_checkpoints), "--data-root", str(world["data"]),
-            "--results", str(results), "--workers", "0", "--batch-size", "4", "--no-progress",
-        ])
-        assert code == 0, method
+        options = method_options(method, world, seed_checkpoints)
+        assert run_eval(method, protocol_path, world, results, options) == 0, method
     records = [json.loads(path.read_text()) for path in results.rglob("*.json") if path.parent.parent != results]
     records = [record for record in records if "split" in record]
     assert sorted(record["method"]["name"] for record in records) == sorted(CLIP_METHODS + SEED_METHODS)
@@ -123,3 +141,41 @@ def test_every_method_runs_on_the_split_protocol(protocol_name, world, seed_chec
             present = [record["per_class_iou"][name] for name in names if record["per_class_iou"][name] is not None]
             expected = round(float(np.mean(present)), 2) if present else None
             assert block[key] == pytest.approx(expected, abs=0.011), (record["method"]["name"], key)
+
+
+@pytest.mark.parametrize("protocol_name", NATIVE_PROTOCOLS)
+def test_every_clip_method_runs_on_every_benchmark_of_the_protocol(protocol_name, world, tmp_path, monkeypatch):
+    monkeypatch.setenv("ZSSEG_WEIGHTS", str(world["root"] / "weights"))
+    protocol_path = tiny_protocol(protocol_name, tmp_path, templates=2)
+    protocol = load_protocol(protocol_path)
+    results = tmp_path / "results"
+    for method in CLIP_METHODS:
+        assert run_eval(method, protocol_path, world, results, method_options(method, world, {})) == 0, method
+    records = [json.loads(path.read_text()) for path in results.rglob("*.json") if path.parent.parent != results]
+    records = [record for record in records if "miou" in record]
+    runs = {(record["method"]["name"], record["benchmark"]) for record in records}
+    assert runs == {(method, bench) for method in CLIP_METHODS for bench in protocol.benchmarks}
+    for record in records:
+        assert record["protocol"]["hash"] == protocol.hash and 0 <= record["miou"] <= 100
+
+
+@pytest.mark.slow
+def test_every_clip_method_runs_through_eval_on_vit_b16_shapes(tmp_path):
+    import open_clip
+
+    torch.manual_seed(0)
+    weights = tmp_path / "random_vitb16.pt"
+    torch.save(open_clip.create_model("ViT-B-16-quickgelu", pretrained=None).state_dict(), weights)
+    data = tmp_path / "data"
+    write_fake_dataset(load_card("voc21"), data, count=1, sizes=[(120, 160)], seed=1)
+    world = {"data": data}
+    for method in CLIP_METHODS:
+        options = ["--opt", "model=ViT-B-16-quickgelu", "--opt", f"pretrained={weights}", "--opt", "text_cache=false"]
+        code = main([
+            "eval", "--method", method, "--protocol", "tcl8", "--benchmarks", "voc21", "--allow-incomplete",
+            *options, "--data-root", str(world["data"]), "--results", str(tmp_path / "results"), "--workers", "0",
+            "--batch-size", "2", "--no-progress",
+        ])
+        assert code == 0, method
+    records = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("voc21*.json")]
+    assert sorted(record["method"]["name"] for record in records) == sorted(CLIP_METHODS)
