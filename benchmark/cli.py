@@ -214,6 +214,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from benchmark.bench import BenchSettings, bench_table, run_bench
+    from benchmark.protocol import load_protocol
+    from benchmark.results import write_json_atomic
+
+    protocol = load_protocol(args.protocol)
+    settings = BenchSettings(
+        images=args.n, device=args.device, precision=args.precision, batch_size=args.batch_size,
+        workers=args.workers, warmup=args.warmup, repeat=args.repeat, seed=args.seed,
+        profile_dir=Path(args.profile) if args.profile else None,
+    )
+    result = run_bench(make_method_run(args), protocol, args.benchmark, settings)
+    print(bench_table(result))
+    if args.json:
+        write_json_atomic(Path(args.json), result)
+    if result["identical_required"] and not result["confusion_identical"]:
+        print("error: the engine and the reference loop gave different confusion matrices at fp32", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zsbench", description="Zero-shot semantic segmentation benchmark suite")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -251,6 +272,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--save-every", type=float, default=60.0, help="seconds between saves of partial state")
     run.add_argument("--no-progress", action="store_true")
     run.set_defaults(func=cmd_eval)
+
+    bench = commands.add_parser("bench", help="throughput of the engine against a reference-style loop")
+    bench.add_argument("--method", required=True, help="registered name or package.module:ClassName")
+    bench.add_argument("--protocol", required=True, help="protocol name or path to a YAML file")
+    bench.add_argument("--benchmark", required=True, help="one benchmark of the protocol (its sizes and classes)")
+    bench.add_argument("--n", type=int, default=20, help="synthetic images")
+    bench.add_argument("--checkpoint", help="weights file for the method")
+    bench.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="method option (repeatable)")
+    bench.add_argument("--device", default="cpu")
+    bench.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
+                       help="the engine's precision (default: the protocol's); the reference loop runs fp32")
+    bench.add_argument("--batch-size", type=int, default=16, help="crops per forward pass of the engine")
+    bench.add_argument("--workers", type=int, default=0, help="DataLoader workers, for both loops")
+    bench.add_argument("--warmup", type=int, default=1, help="images through each loop before timing")
+    bench.add_argument("--repeat", type=int, default=1,
+                       help="time each loop this many times, alternating, and report the fastest run")
+    bench.add_argument("--seed", type=int, default=0, help="seed of the synthetic images and labels")
+    bench.add_argument("--weights-root", help="weights root (default: $ZSSEG_WEIGHTS or ~/.cache/zsseg)")
+    bench.add_argument("--json", metavar="OUT", help="also write the result to this JSON file")
+    bench.add_argument("--profile", metavar="DIR",
+                       help="after timing, run each loop once more under cProfile: DIR/engine.prof, reference.prof")
+    bench.set_defaults(func=cmd_bench)
 
     from benchmark.prepare import NAMES
 
