@@ -13,11 +13,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from benchmark.atomic import save_torch_atomically
 from benchmark.errors import CheckpointError
 from methods.clip_backbone import backbone_from_model
 from methods.clip_text import TextBank
 from methods.clips4.adapter import CLIPS4
-from methods.clips4.checkpoint import save_atomic, weights_content
+from methods.clips4.checkpoint import weights_content
 from methods.clips4.losses import (
     embedding_consistency,
     embedding_pull,
@@ -210,7 +211,7 @@ def _write_checkpoint(path: Path, backbone, config: NetworkConfig, meta_extra: d
     meta = {"network": config.as_dict(), "clip_model": backbone.name, "clip_pretrained": None,
             "clip_sha256": None, "known_classes": ["sky", "circle"], "semantic_logit_scale": 50.0,
             **(meta_extra or {})}
-    save_atomic(path, weights_content(meta, network, bank))
+    save_torch_atomically(path, weights_content(meta, network, bank))
     return network
 
 

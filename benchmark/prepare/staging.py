@@ -14,18 +14,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from benchmark.atomic import replace_atomically
+
 STAGING_DIR = ".zsbench-staging"
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temp.write_bytes(data)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    replace_atomically(path, lambda temporary: temporary.write_bytes(data))
 
 
 class Staging:

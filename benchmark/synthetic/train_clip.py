@@ -26,6 +26,7 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from PIL import ImageOps
 from tqdm import tqdm
 
+from benchmark.atomic import replace_atomically, save_torch_atomically
 from benchmark.captions import CaptionDataset
 from benchmark.synthetic.tinyclip import MODEL_NAME, create_tiny_clip, tiny_clip_tokenizer
 
@@ -100,16 +101,6 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
         exempt = param.ndim < 2 or "ln" in name or "bias" in name or "logit_scale" in name
         (no_decay if exempt else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _sha256(path: Path) -> str:
@@ -227,9 +218,9 @@ def train_clip(
             "open_clip": open_clip.__version__,
         }
         state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
-        _atomic_write(out, lambda path: torch.save(state, path))
+        save_torch_atomically(out, state)
         summary["sha256"] = _sha256(out)
-        _atomic_write(sidecar_path(out), lambda path: path.write_text(json.dumps(summary, indent=2) + "\n"))
+        replace_atomically(sidecar_path(out), lambda path: path.write_text(json.dumps(summary, indent=2) + "\n"))
         return summary
     finally:
         torch.set_num_threads(previous_threads)

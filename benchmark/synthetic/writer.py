@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from benchmark.atomic import replace_atomically
 
 from .examples import CAPTION_SIZE, COMPLETE_FRACTION, VAL_LONG_MAX, VAL_SHORT, render_example
 from .vocabulary import load_vocabulary
@@ -41,10 +42,8 @@ class _Task:
     keep_existing: bool
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def _replace_bytes(path: Path, data: bytes) -> None:
+    replace_atomically(path, lambda temporary: temporary.write_bytes(data))
 
 
 def _write_png(path: Path, array: np.ndarray, keep_existing: bool) -> None:
@@ -54,7 +53,7 @@ def _write_png(path: Path, array: np.ndarray, keep_existing: bool) -> None:
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(pixels), [cv2.IMWRITE_PNG_COMPRESSION, 3])
     if not ok:
         raise OSError(f"could not encode {path}")
-    _atomic_write(path, encoded.tobytes())
+    _replace_bytes(path, encoded.tobytes())
 
 
 def _caption_item(task: _Task) -> dict:
@@ -152,7 +151,7 @@ def _write_captions(out: Path, settings: dict, keep: bool, workers: int) -> int:
     for record in _run(_caption_item, tasks, workers):
         complete += record["complete"]
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-    _atomic_write(root / "captions.jsonl", "".join(lines).encode("utf-8"))
+    _replace_bytes(root / "captions.jsonl", "".join(lines).encode("utf-8"))
     return complete
 
 
@@ -166,7 +165,7 @@ def _write_val(out: Path, settings: dict, keep: bool, workers: int) -> np.ndarra
     for counts in _run(_val_item, tasks, workers):
         pixels += counts
     stems = "".join(f"{i:06d}\n" for i in range(settings["n_val"]))
-    _atomic_write(root / "val.txt", stems.encode("utf-8"))
+    _replace_bytes(root / "val.txt", stems.encode("utf-8"))
     return pixels
 
 
@@ -200,7 +199,7 @@ def generate_world(
     pending = out / ".world.pending.json"
     keep = _read_json(pending) == settings
     (out / "world.json").unlink(missing_ok=True)
-    _atomic_write(pending, json.dumps(settings, indent=2).encode("utf-8"))
+    _replace_bytes(pending, json.dumps(settings, indent=2).encode("utf-8"))
 
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
@@ -223,6 +222,6 @@ def generate_world(
         "classes_bg": vocab.classes_bg,
         "val_class_pixels": dict(zip(vocab.classes, pixels.tolist(), strict=True)),
     }
-    _atomic_write(out / "world.json", (json.dumps(world, indent=2) + "\n").encode("utf-8"))
+    _replace_bytes(out / "world.json", (json.dumps(world, indent=2) + "\n").encode("utf-8"))
     pending.unlink()
     return world

@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from benchmark.errors import CheckpointError
@@ -25,17 +24,6 @@ from benchmark.safe_load import load_weights_only
 FORMAT = 1
 META_KEY = "clips4"
 REQUIRED = (META_KEY, "model", "prototypes")
-
-
-def save_atomic(path: str | os.PathLike, content: dict[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(content, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -25,10 +25,11 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from benchmark.atomic import save_torch_atomically
 from benchmark.errors import CheckpointError
 from methods.clip_backbone import load_clip
 from methods.clip_text import encode_names
-from methods.clips4.checkpoint import FORMAT, META_KEY, load_state, read_checkpoint, save_atomic, weights_content
+from methods.clips4.checkpoint import FORMAT, META_KEY, load_state, read_checkpoint, weights_content
 from methods.clips4.images import ImageFolder, batch_indices, list_images, listing_digest
 from methods.clips4.network import NetworkConfig, PixelEmbedder
 from methods.clips4.prototypes import PrototypeBank
@@ -248,7 +249,7 @@ def _train(
     }
     if rank == 0:
         final = {**meta, "completed": True, "summary": summary}
-        save_atomic(out, weights_content(final, network, bank))
+        save_torch_atomically(out, weights_content(final, network, bank))
         out.with_name(out.name + ".json").write_text(json.dumps(summary, indent=2))
         state_path(out).unlink(missing_ok=True)
     if world > 1:
@@ -267,7 +268,7 @@ def _completed_run(out: Path, run_key: str) -> dict[str, Any] | None:
 
 
 def _save_state(path: Path, meta: dict[str, Any], network, bank, optimizer, scheduler, scaler, step: int) -> None:
-    save_atomic(path, {
+    save_torch_atomically(path, {
         **weights_content({**meta, "completed": False}, network, bank), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step,
     })

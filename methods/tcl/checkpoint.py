@@ -23,9 +23,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
+from benchmark.atomic import save_torch_atomically
 from benchmark.errors import CheckpointError
 from benchmark.safe_load import load_weights_only
 from methods.tcl.model import TCLMasker
@@ -111,11 +111,4 @@ def load_masker_state(masker: TCLMasker, state: dict[str, Tensor], last_block: i
 
 def save_checkpoint(path: str | os.PathLike, masker: TCLMasker, last_block: int, meta: dict[str, Any]) -> None:
     """Writes {"model": released-layout state, "tcl": meta} atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save({"model": to_released(masker, last_block), META_KEY: {"format": FORMAT, **meta}}, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    save_torch_atomically(path, {"model": to_released(masker, last_block), META_KEY: {"format": FORMAT, **meta}})

@@ -28,6 +28,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from benchmark.atomic import save_torch_atomically
 from methods.clip_backbone import load_clip
 from methods.tcl.checkpoint import save_checkpoint
 from methods.tcl.clip_features import encode_until_last, global_embedding
@@ -75,15 +76,6 @@ def _noise(seed: int, rank: int, step: int, device: torch.device) -> torch.Gener
     return torch.Generator(device=device).manual_seed(int.from_bytes(hashlib.sha256(material).digest()[:8], "little"))
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(obj, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def state_path(out: Path) -> Path:
     return out.with_name(out.name + ".state")
 
@@ -127,11 +119,11 @@ class _Run:
     def save_state(self) -> None:
         if self.rank == 0:
             self.out.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_save({
+            save_torch_atomically(self.state_file, {
                 "format": STATE_FORMAT, "settings": self.settings, "step": self.step, "history": self.history,
                 "seconds": self.seconds, "objective": self.objective.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-            }, self.state_file)
+            })
         if self.world > 1:
             dist.barrier()
 

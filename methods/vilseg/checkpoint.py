@@ -10,14 +10,13 @@ file and the key.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from benchmark.atomic import save_torch_atomically
 from benchmark.errors import CheckpointError
 from benchmark.safe_load import load_weights_only
 from methods.vilseg.config import ViLSegConfig
@@ -26,16 +25,6 @@ from methods.vilseg.model import ViLSegModel, build_model
 FORMAT = 1
 WEIGHTS_KIND = "vilseg"
 STATE_KIND = "vilseg-train-state"
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def state_path(out: Path) -> Path:
@@ -51,11 +40,11 @@ def save_weights(path: Path, model: ViLSegModel, meta: dict[str, Any]) -> None:
         "format": FORMAT, "kind": WEIGHTS_KIND, "config": model.config.to_dict(), "model": cpu_state(model),
         "vilseg": meta,
     }
-    atomic_write(Path(path), lambda temporary: torch.save(content, temporary))
+    save_torch_atomically(path, content)
 
 
 def save_train_state(path: Path, content: dict[str, Any]) -> None:
-    atomic_write(Path(path), lambda temporary: torch.save({"format": FORMAT, "kind": STATE_KIND, **content}, temporary))
+    save_torch_atomically(path, {"format": FORMAT, "kind": STATE_KIND, **content})
 
 
 def read_file(path: Path, kind: str) -> dict[str, Any]:
