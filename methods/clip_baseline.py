@@ -19,12 +19,11 @@ import torch.nn.functional as F
 import yaml
 from torch import Tensor
 
-from benchmark import paths
 from benchmark.errors import BenchmarkError
 from methods.base import SegMethod
 from methods.clip_backbone import ClipBackbone, load_clip
 from methods.clip_dense import DenseRecipe, crop_cosines
-from methods.clip_text import TextBank, TextBankStore, build_text_bank
+from methods.clip_text import TextBank, build_text_bank, text_bank_store
 from methods.pamr import PamrSettings, pamr
 
 if TYPE_CHECKING:
@@ -92,10 +91,7 @@ class ClipBaseline(SegMethod):
             model, checkpoint or pretrained, weights_root, allow_torchscript
         )
         self.net = self.clip.model
-        if text_cache is False:
-            self.text_store = None
-        else:
-            self.text_store = TextBankStore(text_cache or paths.weights_root(weights_root) / "text_banks")
+        self.text_store = text_bank_store(text_cache, weights_root)
         self.aggregation = DEFAULT_AGGREGATION
         self.logit_scale = self.default_logit_scale(None)
         self.pamr = pamr_settings(self.defaults.get("pamr"))

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from benchmark import paths
 from methods.clip_backbone import ClipBackbone
 
 AGGREGATIONS = ("mean_normalised", "mean_unnormalised")
@@ -96,6 +97,14 @@ class TextBankStore:
             os.replace(temp, self.path(key))
         except OSError as error:
             warnings.warn(f"text bank not cached in {self.root}: {error}", stacklevel=2)
+
+
+def text_bank_store(text_cache: str | os.PathLike | bool | None, weights_root: str | None) -> TextBankStore | None:
+    """A method's on-disk text cache: None when ``text_cache`` is False, else that folder or
+    ``<weights root>/text_banks``."""
+    if text_cache is False:
+        return None
+    return TextBankStore(text_cache or paths.weights_root(weights_root) / "text_banks")
 
 
 @torch.no_grad()

@@ -16,13 +16,12 @@ import torch
 import yaml
 from torch import Tensor
 
-from benchmark import paths
 from benchmark.errors import CheckpointError
 from benchmark.paths import resolve_checkpoint
 from benchmark.registry import register_method
 from methods.base import SegMethod
 from methods.clip_backbone import ClipBackbone, file_sha256, load_clip
-from methods.clip_text import TextBank, TextBankStore, build_text_bank
+from methods.clip_text import TextBank, build_text_bank, text_bank_store
 from methods.clips4.checkpoint import META_KEY, load_state, read_checkpoint
 from methods.clips4.network import NetworkConfig, PixelEmbedder
 
@@ -87,10 +86,7 @@ class CLIPS4(SegMethod):
         )
         self.logit_scale = self.logit_scale_default
         self.aggregation = DEFAULT_AGGREGATION
-        if text_cache is False:
-            self.text_store = None
-        else:
-            self.text_store = TextBankStore(text_cache or paths.weights_root(weights_root) / "text_banks")
+        self.text_store = text_bank_store(text_cache, weights_root)
 
     def _embed_dim(self) -> int:
         return int(self.clip.model.text_projection.shape[1])

@@ -15,13 +15,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor
 
-from benchmark import paths
 from benchmark.errors import CheckpointError
 from benchmark.paths import resolve_checkpoint
 from benchmark.registry import register_method
 from methods.base import SegMethod
 from methods.clip_backbone import ClipBackbone, file_sha256, load_clip
-from methods.clip_text import TextBank, TextBankStore, build_text_bank
+from methods.clip_text import TextBank, build_text_bank, text_bank_store
 from methods.pamr import PamrSettings
 from methods.tcl.checkpoint import load_masker_state, read_checkpoint
 from methods.tcl.inference import generate_masks
@@ -94,10 +93,7 @@ class TCL(SegMethod):
         self.kp_w_default = float(kp_w)
         self.pamr, self.kp_w = self.pamr_default, self.kp_w_default
         self.aggregation = DEFAULT_AGGREGATION
-        if text_cache is False:
-            self.text_store = None
-        else:
-            self.text_store = TextBankStore(text_cache or paths.weights_root(weights_root) / "text_banks")
+        self.text_store = text_bank_store(text_cache, weights_root)
 
     def _load(self, path: Path) -> None:
         state, meta = read_checkpoint(path)

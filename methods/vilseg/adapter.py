@@ -18,13 +18,12 @@ import torch
 import yaml
 from torch import Tensor
 
-from benchmark import paths
 from benchmark.errors import CheckpointError
 from benchmark.paths import resolve_checkpoint
 from benchmark.registry import register_method
 from methods.base import SegMethod
 from methods.clip_backbone import backbone_from_model, file_sha256, load_clip
-from methods.clip_text import TextBank, TextBankStore, build_text_bank
+from methods.clip_text import TextBank, build_text_bank, text_bank_store
 from methods.vilseg.checkpoint import load_weights
 from methods.vilseg.inference import crop_cosines
 from methods.vilseg.model import ViLSegModel, build_model, clip_arch, tokenizer_for
@@ -94,10 +93,7 @@ class ViLSeg(SegMethod):
         self.logit_scale_option = logit_scale
         self.background_option = background
         self.aggregation = DEFAULT_AGGREGATION
-        if text_cache is False:
-            self.text_store = None
-        else:
-            self.text_store = TextBankStore(text_cache or paths.weights_root(weights_root) / "text_banks")
+        self.text_store = text_bank_store(text_cache, weights_root)
 
     @staticmethod
     def _untrained(model: str, pretrained: str | None, num_clusters: int, seed: int,
