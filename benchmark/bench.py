@@ -41,6 +41,8 @@ from benchmark.data import BenchmarkDataset, DatasetCard, list_samples, single_i
 from benchmark.errors import ConfigError, DataError
 from benchmark.inference import (
     ImagePreprocessor,
+    PreparedImage,
+    SlidingWindowPredictor,
     apply_background,
     class_scores,
     rescale_size,
@@ -48,6 +50,7 @@ from benchmark.inference import (
     windows_for,
 )
 from benchmark.metrics import scores_from_matrix
+from benchmark.numerics import precision_mode
 from benchmark.protocol import BenchmarkSpec, Protocol
 from benchmark.runner import EvalSettings, MethodRun, TextBankCache, evaluate_benchmark, resolve_background_value
 from benchmark.yamlio import check_fields, load_yaml_mapping
@@ -323,7 +326,8 @@ def reference_predict(
             y2, x2 = min(y1 + crop_h, height), min(x1 + crop_w, width)
             y1, x1 = max(y2 - crop_h, 0), max(x2 - crop_w, 0)
             crop = image[None, :, y1:y2, x1:x2]
-            logits = method.predict_masks(crop, bank).float()
+            with precision_mode("fp32", image.device):
+                logits = method.predict_masks(crop, bank).float()
             if logits.shape[-2:] != crop.shape[-2:]:
                 logits = F.interpolate(logits, size=crop.shape[-2:], mode="bilinear", align_corners=False)
             preds += F.pad(logits, (x1, width - x2, y1, height - y2))
@@ -383,6 +387,32 @@ def reference_loop(
     return LoopResult(len(samples), crops, time.perf_counter() - started, matrix)
 
 
+def engine_predictions(
+    method: SegMethod, bank: Any, spec: BenchmarkSpec, background_value: float | None, data_root: Path,
+    device: torch.device, batch_size: int, precision: str,
+) -> list[Tensor]:
+    """Every image's label map [H,W] (uint8 or int16 on the CPU) from the engine's predictor at `precision`."""
+    card = spec.dataset
+    samples = list_samples(card, data_root)
+    dataset = BenchmarkDataset(card, samples, list(range(len(samples))), ImagePreprocessor(spec.image))
+    predictor = SlidingWindowPredictor(method, bank, spec, background_value, batch_size, device, precision)
+    dtype = torch.uint8 if card.num_classes < 256 else torch.int16
+    maps: list[Tensor] = []
+    for item in torch.utils.data.DataLoader(dataset, batch_size=1, collate_fn=single_item):
+        if "error" in item:
+            raise DataError(item["error"])
+        prepared = PreparedImage(item["index"], item["stem"], item["image"], item["label"], len(maps))
+        maps.extend(done.pred.to("cpu", dtype) for done in predictor.push(prepared))
+    maps.extend(done.pred.to("cpu", dtype) for done in predictor.flush())
+    return maps
+
+
+def pixel_agreement(first: list[Tensor], second: list[Tensor]) -> float:
+    """The fraction of pixels, over all images, whose label is the same in both lists of label maps."""
+    same = sum(int((a == b).sum()) for a, b in zip(first, second, strict=True))
+    return same / sum(a.numel() for a in first)
+
+
 @dataclass
 class BenchSettings:
     images: int = 20
@@ -394,6 +424,7 @@ class BenchSettings:
     repeat: int = 1  # each loop timed this many times, alternating; the fastest run is reported
     seed: int = 0
     profile_dir: Path | None = None  # after timing, one more run of each loop under cProfile, saved here
+    compile: bool = False  # torch.compile the engine's forward; the reference loop stays eager
 
 
 def run_bench(run: MethodRun, protocol: Protocol, benchmark: str, settings: BenchSettings) -> dict[str, Any]:
@@ -418,7 +449,7 @@ def run_bench(run: MethodRun, protocol: Protocol, benchmark: str, settings: Benc
             eval_settings = EvalSettings(
                 data_root=data_root, results_root=Path(folder) / results, batch_size=settings.batch_size,
                 device=str(device), limit=limit, allow_incomplete=True, workers=settings.workers,
-                save_every_s=math.inf, progress=False,
+                save_every_s=math.inf, progress=False, compile=settings.compile,
             )
             return evaluate_benchmark(run, engine_protocol, spec, eval_settings, banks=banks)
 
@@ -444,6 +475,13 @@ def run_bench(run: MethodRun, protocol: Protocol, benchmark: str, settings: Benc
                 device,
             ))
         flops = flops_per_crop(method, bank, spec, device)
+        agreement = None
+        if precision != "fp32":
+            maps = [
+                engine_predictions(method, bank, spec, background_value, data_root, device, settings.batch_size, mode)
+                for mode in ("fp32", precision)
+            ]
+            agreement = pixel_agreement(*maps)
         if settings.profile_dir is not None:
             reference_run = partial(reference_loop, method, bank, spec, background_value, data_root, device,
                                     settings.workers)
@@ -472,8 +510,7 @@ def run_bench(run: MethodRun, protocol: Protocol, benchmark: str, settings: Benc
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "threads": torch.get_num_threads(),
-        "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32}
-        if device.type == "cuda" else None,
+        "tf32_in_fp32_forwards": False if device.type == "cuda" else None,
         "precision": precision,
         "reference_precision": "fp32",
         "batch_size": settings.batch_size,
@@ -488,8 +525,10 @@ def run_bench(run: MethodRun, protocol: Protocol, benchmark: str, settings: Benc
         "host_memory_ratio": _ratio(engine_result.peak_host_bytes, reference.peak_host_bytes),
         "device_memory_ratio": _ratio(engine_result.peak_device_bytes, reference.peak_device_bytes),
         "confusion_identical": identical,
-        "identical_required": precision == "fp32",
+        "identical_required": precision == "fp32" and not settings.compile,
+        "compiled": settings.compile,
         "confusion_pixels_moved": int(np.abs(engine_result.matrix - reference.matrix).sum() // 2),
+        "pixel_agreement_with_fp32": agreement,
         "versions": record["versions"],
         "git_commit": record["git_commit"],
         "time": record["time"],
@@ -546,7 +585,11 @@ def bench_table(result: dict[str, Any]) -> str:
                    "the engine must match the reference exactly")
     else:
         difference = result["engine"]["miou"] - result["reference"]["miou"]
-        verdict = (f"confusion matrices: differ at {result['precision']} ({result['confusion_pixels_moved']} "
+        engine = result["precision"] + (", compiled" if result.get("compiled") else "")
+        verdict = (f"confusion matrices: differ at {engine} ({result['confusion_pixels_moved']} "
                    f"pixels moved), mIoU {difference:+.2f} against the fp32 reference")
+    agreement = result.get("pixel_agreement_with_fp32")
+    if agreement is not None:
+        verdict += f"\npixel agreement of the engine at {result['precision']} with the engine at fp32: {agreement:.4%}"
     table = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
     return f"{title}\n\n{table}\n\n{verdict}"

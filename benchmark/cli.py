@@ -104,6 +104,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         skip_bad=args.skip_bad,
         save_vis=args.save_vis,
         progress=not args.no_progress,
+        shared_pass=not args.no_shared_pass,
+        compile=args.compile,
     )
     run = make_method_run(args)
     records = evaluate(run, protocol, _csv(args.benchmarks), settings, shard)
@@ -223,7 +225,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings = BenchSettings(
         images=args.n, device=args.device, precision=args.precision, batch_size=args.batch_size,
         workers=args.workers, warmup=args.warmup, repeat=args.repeat, seed=args.seed,
-        profile_dir=Path(args.profile) if args.profile else None,
+        profile_dir=Path(args.profile) if args.profile else None, compile=args.compile,
     )
     result = run_bench(make_method_run(args), protocol, args.benchmark, settings)
     print(bench_table(result))
@@ -271,6 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results", help="results folder (default: $ZSSEG_RESULTS or ./results)")
     run.add_argument("--save-every", type=float, default=60.0, help="seconds between saves of partial state")
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--no-shared-pass", action="store_true",
+                     help="evaluate benchmarks that share images one at a time (default: one pass, where the "
+                          "method has encode_crops/score hooks; the numbers are the same)")
+    run.add_argument("--compile", action="store_true",
+                     help="torch.compile the method's forward pass (recorded in each record; fp32 rounding changes)")
     run.set_defaults(func=cmd_eval)
 
     bench = commands.add_parser("bench", help="throughput of the engine against a reference-style loop")
@@ -285,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the engine's precision (default: the protocol's); the reference loop runs fp32")
     bench.add_argument("--batch-size", type=int, default=16, help="crops per forward pass of the engine")
     bench.add_argument("--workers", type=int, default=0, help="DataLoader workers, for both loops")
+    bench.add_argument("--compile", action="store_true",
+                       help="torch.compile the engine's forward (the reference stays eager; matrices may differ)")
     bench.add_argument("--warmup", type=int, default=1, help="images through each loop before timing")
     bench.add_argument("--repeat", type=int, default=1,
                        help="time each loop this many times, alternating, and report the fastest run")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -292,11 +292,13 @@ class BenchmarkDataset(torch.utils.data.Dataset):
         samples: list[Sample],
         indices: list[int],
         transform: Callable[[np.ndarray], torch.Tensor],
+        more_labels: Sequence[tuple[DatasetCard, list[Sample]]] = (),
     ) -> None:
         self.card = card
         self.samples = samples
         self.indices = indices
         self.transform = transform
+        self.more_labels = list(more_labels)  # other benchmarks' labels of the same images, read alongside
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -305,21 +307,26 @@ class BenchmarkDataset(torch.utils.data.Dataset):
         """A data error comes back as {"error": message}, so that it crosses worker processes intact."""
         index = self.indices[position]
         sample = self.samples[index]
+        sources = [(self.card, sample), *((card, samples[index]) for card, samples in self.more_labels)]
+        labels = []
         try:
             image = read_image(sample.image)
-            label = read_label(sample.label, self.card)
+            for card, source in sources:
+                labels.append(read_label(source.label, card))
         except DataError as error:
             return {"index": index, "error": str(error)}
-        if image.shape[:2] != label.shape:
-            return {"index": index, "error": (
-                f"{sample.label}: label size {label.shape[1]}x{label.shape[0]} differs from image "
-                f"{sample.image} size {image.shape[1]}x{image.shape[0]}; re-prepare the dataset"
-            )}
+        for (_, source), label in zip(sources, labels, strict=True):
+            if image.shape[:2] != label.shape:
+                return {"index": index, "error": (
+                    f"{source.label}: label size {label.shape[1]}x{label.shape[0]} differs from image "
+                    f"{sample.image} size {image.shape[1]}x{image.shape[0]}; re-prepare the dataset"
+                )}
         return {
             "index": index,
             "stem": sample.stem,
             "image": self.transform(image),
-            "label": torch.from_numpy(label),
+            "label": torch.from_numpy(labels[0]),
+            "more_labels": [torch.from_numpy(label) for label in labels[1:]],
         }
 
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from benchmark.errors import NumericalError
+from benchmark.numerics import precision_mode
 from benchmark.protocol import BackgroundSpec, BenchmarkSpec, ImageSpec, InferenceSpec
 from methods.base import SegMethod
 
@@ -135,6 +135,21 @@ class PreparedImage:
     image: Tensor  # [3,h,w] resized and normalised
     label: Tensor  # [H,W] int64 at the original size
     position: int = 0  # place in the evaluating process's shard
+    more_labels: list[Tensor] = field(default_factory=list)  # the image's labels in the other heads' benchmarks
+
+
+@dataclass(frozen=True)
+class ScoreHead:
+    """One class set scored from the crops: a benchmark's spec, text bank and background value.
+
+    `activate` (the method's setup for this benchmark) runs before this head's scoring and
+    refinement, where several heads share one method.
+    """
+
+    spec: BenchmarkSpec
+    bank: Any
+    background_value: float | None
+    activate: Callable[[], None] | None = None
 
 
 @dataclass
@@ -142,7 +157,7 @@ class _Job:
     item: PreparedImage
     remaining: int
     count: Tensor
-    scores: Tensor | None = None
+    scores: list[Tensor | None] = field(default_factory=list)
     windows: list[Window] = field(default_factory=list)
 
 
@@ -150,16 +165,16 @@ class _Job:
 class Prediction:
     item: PreparedImage
     pred: Tensor  # [H,W] int64 class ids on the engine's device
-
-
-_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    more_preds: list[Tensor] = field(default_factory=list)  # one per extra head, in order
 
 
 class SlidingWindowPredictor:
     """Streams images in, batches crops across images, stitches, and yields label maps in order.
 
     Only the images whose windows are still in flight are held, so memory does not grow with the
-    split; results do not depend on the batch size.
+    split; results do not depend on the batch size. With `more` heads (benchmarks that share the
+    images and their geometry), the method's image side runs once per crop (`encode_crops`) and
+    each head is scored from it (`score`): the label maps are those of separate runs.
     """
 
     def __init__(
@@ -171,24 +186,39 @@ class SlidingWindowPredictor:
         batch_size: int = 16,
         device: torch.device | str = "cpu",
         precision: str = "fp32",
+        more: Sequence[ScoreHead] = (),
+        activate: Callable[[], None] | None = None,
+        compile_model: bool = False,
     ) -> None:
         self.method = method
-        self.bank = bank
+        # torch.compile of the method's forward (fuses ops; changes fp32 rounding at the 1e-5 level)
+        wrap = torch.compile if compile_model else (lambda function: function)
+        self._predict_masks = wrap(method.predict_masks)
+        self._encode_crops = wrap(method.encode_crops) if more else None
+        self.heads = [ScoreHead(spec, bank, background_value, activate), *more]
+        if more and not method.scores_from_features():
+            raise ValueError(f"method {method.name!r} has no encode_crops/score hooks: one head per run")
+        if more and any(head.activate is None for head in self.heads):
+            raise ValueError("several heads share the method: each needs its `activate` (the method's setup)")
+        for head in more:
+            if head.spec.image != spec.image or head.spec.inference != spec.inference:
+                raise ValueError(
+                    f"benchmarks {spec.name!r} and {head.spec.name!r} resize or window their images differently"
+                )
         self.spec = spec
-        self.background_value = background_value
         self.batch_size = max(1, batch_size)
         self.device = torch.device(device)
         self.precision = precision
-        self.num_names = len(spec.flat_names)
         self._pending: deque[tuple[_Job, Window]] = deque()
         self._jobs: deque[_Job] = deque()
 
     def push(self, item: PreparedImage) -> Iterator[Prediction]:
         image = item.image.to(self.device, non_blocking=True)
-        item = PreparedImage(item.index, item.stem, image, item.label, item.position)
+        item = PreparedImage(item.index, item.stem, image, item.label, item.position, item.more_labels)
         height, width = image.shape[-2:]
         windows = windows_for(self.spec.inference, height, width)
-        job = _Job(item, len(windows), torch.zeros(height, width, device=self.device), windows=windows)
+        job = _Job(item, len(windows), torch.zeros(height, width, device=self.device),
+                   scores=[None] * len(self.heads), windows=windows)
         self._jobs.append(job)
         self._pending.extend((job, window) for window in windows)
         while len(self._pending) >= self.batch_size:
@@ -200,12 +230,6 @@ class SlidingWindowPredictor:
             self._run_batch()
             yield from self._finished()
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        dtype = _AUTOCAST_DTYPES.get(self.precision)
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
-
     def _run_batch(self) -> None:
         first_job, (y1, y2, x1, x2) = self._pending[0]
         shape = (y2 - y1, x2 - x1)
@@ -216,19 +240,30 @@ class SlidingWindowPredictor:
                 break
             batch.append(self._pending.popleft())
         crops = torch.stack([job.item.image[:, a:b, c:d] for job, (a, b, c, d) in batch])
-        with torch.no_grad(), self._autocast():
-            scores = self.method.predict_masks(crops, self.bank)
-        scores = self._checked(scores, batch, shape)
-        for (job, (a, b, c, d)), crop_scores in zip(batch, scores, strict=True):
-            if job.scores is None:
-                job.scores = torch.zeros(self.num_names, *job.count.shape, device=self.device)
-            job.scores[:, a:b, c:d] += crop_scores
+        with torch.no_grad(), precision_mode(self.precision, self.device):
+            if len(self.heads) == 1:
+                head_scores = [self._predict_masks(crops, self.heads[0].bank)]
+            else:
+                features = self._encode_crops(crops)
+                head_scores = []
+                for head in self.heads:
+                    head.activate()
+                    head_scores.append(self.method.score(features, head.bank))
+        for number, (head, scores) in enumerate(zip(self.heads, head_scores, strict=True)):
+            scores = self._checked(scores, batch, shape, head.spec)
+            for (job, (a, b, c, d)), crop_scores in zip(batch, scores, strict=True):
+                if job.scores[number] is None:
+                    job.scores[number] = torch.zeros(len(head.spec.flat_names), *job.count.shape, device=self.device)
+                job.scores[number][:, a:b, c:d] += crop_scores
+        for job, (a, b, c, d) in batch:
             job.count[a:b, c:d] += 1
             job.remaining -= 1
 
-    def _checked(self, scores: Tensor, batch: list[tuple[_Job, Window]], shape: tuple[int, int]) -> Tensor:
+    def _checked(
+        self, scores: Tensor, batch: list[tuple[_Job, Window]], shape: tuple[int, int], spec: BenchmarkSpec
+    ) -> Tensor:
         method = self.method.name
-        expected = (len(batch), self.num_names)
+        expected = (len(batch), len(spec.flat_names))
         if scores.ndim != 4 or tuple(scores.shape[:2]) != expected:
             raise ValueError(
                 f"method {method!r} returned scores of shape {tuple(scores.shape)}; expected "
@@ -239,7 +274,7 @@ class SlidingWindowPredictor:
         if not torch.isfinite(scores).all():
             stems = sorted({job.item.stem for job, _ in batch})
             raise NumericalError(
-                f"method {method!r} produced NaN/Inf scores on benchmark {self.spec.name!r}, image(s) {stems}; "
+                f"method {method!r} produced NaN/Inf scores on benchmark {spec.name!r}, image(s) {stems}; "
                 "the run was stopped so that no number is computed from them"
             )
         scores = scores.float()
@@ -250,16 +285,23 @@ class SlidingWindowPredictor:
     def _finished(self) -> Iterator[Prediction]:
         while self._jobs and self._jobs[0].remaining == 0:
             job = self._jobs.popleft()
-            yield Prediction(job.item, self._finalize(job))
+            labels = [job.item.label, *job.item.more_labels]
+            preds = []
+            for head, scores, label in zip(self.heads, job.scores, labels, strict=True):
+                if len(self.heads) > 1:
+                    head.activate()
+                preds.append(self._finalize(job, head, scores, tuple(label.shape[-2:])))
+            job.scores = []
+            yield Prediction(job.item, preds[0], preds[1:])
 
-    def _finalize(self, job: _Job) -> Tensor:
-        scores = job.scores / job.count
-        label_size = tuple(job.item.label.shape[-2:])
+    def _finalize(self, job: _Job, head: ScoreHead, scores: Tensor, label_size: tuple[int, int]) -> Tensor:
+        scores = scores / job.count
         if tuple(scores.shape[-2:]) != label_size:
             scores = F.interpolate(scores[None], size=label_size, mode="bilinear", align_corners=False)[0]
         scores = self.method.refine(job.item.image, scores)
-        probs = class_scores(scores, self.spec, self.method.score_kind)
-        split = self.spec.split
+        spec = head.spec
+        probs = class_scores(scores, spec, self.method.score_kind)
+        split = spec.split
         if split is not None and split.setting == "unseen_only":
-            return restrict_to_classes(probs, self.spec, split.unseen, self.background_value)
-        return apply_background(probs, self.spec.background, self.background_value)
+            return restrict_to_classes(probs, spec, split.unseen, head.background_value)
+        return apply_background(probs, spec.background, head.background_value)

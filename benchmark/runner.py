@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -9,9 +10,10 @@ import platform
 import resource
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from benchmark.data import (
     single_item,
 )
 from benchmark.errors import ConfigError
-from benchmark.inference import ImagePreprocessor, Prediction, PreparedImage, SlidingWindowPredictor
+from benchmark.inference import ImagePreprocessor, Prediction, PreparedImage, ScoreHead, SlidingWindowPredictor
 from benchmark.metrics import ConfusionMatrix, split_scores
 from benchmark.protocol import BenchmarkSpec, Protocol
 from benchmark.results import (
@@ -62,6 +64,8 @@ class EvalSettings:
     skip_bad: bool = False
     save_vis: int = 0
     progress: bool = True
+    shared_pass: bool = True  # benchmarks over the same images in one pass, where the method has the hooks
+    compile: bool = False  # torch.compile the method's forward (recorded; changes fp32 rounding slightly)
 
 
 @dataclass(frozen=True)
@@ -182,21 +186,21 @@ def _shard_indices(count: int, shard: Shard) -> list[int]:
     return list(range(shard.rank, count, shard.world))
 
 
-def evaluate_benchmark(
-    run: MethodRun,
-    protocol: Protocol,
-    spec: BenchmarkSpec,
-    settings: EvalSettings,
-    shard: Shard = Shard(),
-    banks: TextBankCache | None = None,
-) -> dict[str, Any] | None:
-    """Evaluates one benchmark; returns its record (on the main rank) or None when skipped."""
+@dataclass
+class _Selection:
+    """The samples of one benchmark to evaluate, and why its record will be partial."""
+
+    spec: BenchmarkSpec
+    samples: list[Sample]
+    partial_reasons: list[str]
+
+
+def _select_samples(spec: BenchmarkSpec, settings: EvalSettings) -> _Selection:
+    """The benchmark's samples after the dataset check, --allow-incomplete, --skip-bad and --limit."""
     card = spec.dataset
-    folder = run_folder(settings.results_root, protocol.name, run.run_id)
     partial_reasons: list[str] = []
     if settings.limit is not None:
         partial_reasons.append(f"limit {settings.limit}")
-
     samples = list_samples(card, settings.data_root)
     check = check_dataset(card, settings.data_root)
     # under --skip-bad, files missing from a split that lists every image are bad files: skipped and listed
@@ -216,82 +220,164 @@ def evaluate_benchmark(
         partial_reasons.append(f"incomplete dataset: {len(samples)}/{card.num_images} images")
     if settings.limit is not None:
         samples = samples[: settings.limit]
-    with record_lock(folder, spec.name, shard.rank, shard.world):
-        return _evaluate_claimed(run, protocol, spec, settings, shard, banks, samples, partial_reasons, folder)
+    return _Selection(spec, samples, partial_reasons)
 
 
-def _evaluate_claimed(
+def evaluate_benchmark(
     run: MethodRun,
     protocol: Protocol,
     spec: BenchmarkSpec,
     settings: EvalSettings,
+    shard: Shard = Shard(),
+    banks: TextBankCache | None = None,
+) -> dict[str, Any] | None:
+    """Evaluates one benchmark; returns its record (on the main rank) or None when skipped."""
+    return evaluate_together(run, protocol, [_select_samples(spec, settings)], settings, shard, banks)[0]
+
+
+def evaluate_together(
+    run: MethodRun,
+    protocol: Protocol,
+    selections: list[_Selection],
+    settings: EvalSettings,
+    shard: Shard = Shard(),
+    banks: TextBankCache | None = None,
+) -> list[dict[str, Any] | None]:
+    """Benchmarks over the same images in one pass (encode_crops once, score per class set); one record each.
+
+    A benchmark whose record exists (--skip-existing) is left out; states saved at different points
+    (an interrupted single run) are resumed one benchmark at a time.
+    """
+    folder = run_folder(settings.results_root, protocol.name, run.run_id)
+    with contextlib.ExitStack() as locks:
+        for selection in selections:
+            locks.enter_context(record_lock(folder, selection.spec.name, shard.rank, shard.world))
+        prepared = [_prepare_member(run, protocol, chosen, settings, shard, banks, folder) for chosen in selections]
+        records: dict[str, dict[str, Any] | None] = {selection.spec.name: None for selection in selections}
+        members = [member for member in prepared if member is not None]
+        together = len({member.state.done for member in members}) == 1
+        for group in [members] if together else [[member] for member in members]:
+            if group:
+                records.update(_evaluate_members(run, protocol, group, settings, shard, folder))
+    return list(records.values())
+
+
+@dataclass
+class _Member:
+    """One benchmark of a pass: its samples, text bank, background value, confusion matrix and saved state."""
+
+    spec: BenchmarkSpec
+    samples: list[Sample]
+    partial_reasons: list[str]
+    bank: Any
+    background_value: float | None
+    matrix: ConfusionMatrix
+    state: PartialState
+    state_file: Path
+    ignored_classes: torch.Tensor | None
+
+    def activate(self, method: SegMethod, protocol: Protocol) -> Callable[[], None]:
+        return partial(method.setup, protocol, self.spec)
+
+
+def _prepare_member(
+    run: MethodRun,
+    protocol: Protocol,
+    selection: _Selection,
+    settings: EvalSettings,
     shard: Shard,
     banks: TextBankCache | None,
-    samples: list,
-    partial_reasons: list[str],
     folder: Path,
-) -> dict[str, Any] | None:
-    method = run.method
-    card = spec.dataset
-    partial = bool(partial_reasons) or settings.skip_bad
+) -> _Member | None:
+    """Everything a benchmark needs before its first image; None when --skip-existing finds its record."""
+    method, spec = run.method, selection.spec
+    partial = bool(selection.partial_reasons) or settings.skip_bad
     state_file = state_path(folder, spec.name, shard.rank, shard.world)
     if settings.skip_existing and not partial and record_path(folder, spec.name, False).exists():
         state_file.unlink(missing_ok=True)  # left by a run killed between writing the record and cleaning up
         return None
-
     check_split_overlap(method, protocol, spec)
     background_value = resolve_background_value(method, protocol, spec)
     method.setup(protocol, spec)
     bank = (banks or TextBankCache()).get(method, protocol, spec)
-
-    device = torch.device(settings.device)
-    indices = _shard_indices(len(samples), shard)
     key = {
         "protocol": protocol.hash, "run": run.run_id, "benchmark": spec.name, "rank": shard.rank,
-        "world": shard.world, "images": len(samples), "limit": settings.limit,
+        "world": shard.world, "images": len(selection.samples), "limit": settings.limit,
     }
-    owner = claim_owner(shard.rank, shard.world)
-    matrix = ConfusionMatrix(card.num_classes, card.ignore_index, device)
+    matrix = ConfusionMatrix(spec.dataset.num_classes, spec.dataset.ignore_index, torch.device(settings.device))
     state = PartialState.load_or_new(state_file, key, matrix.matrix)
     matrix.matrix = state.matrix
+    return _Member(spec, selection.samples, selection.partial_reasons, bank, background_value, matrix, state,
+                   state_file, _ignored_in_metric(spec))
 
-    dataset = BenchmarkDataset(card, samples, indices[state.done :], ImagePreprocessor(spec.image))
+
+def _evaluate_members(
+    run: MethodRun,
+    protocol: Protocol,
+    members: list[_Member],
+    settings: EvalSettings,
+    shard: Shard,
+    folder: Path,
+) -> dict[str, dict[str, Any] | None]:
+    """One pass over the first member's images (every member has the same ones); a record per member."""
+    method = run.method
+    first = members[0]
+    device = torch.device(settings.device)
+    indices = _shard_indices(len(first.samples), shard)
+    owner = claim_owner(shard.rank, shard.world)
+    done = first.state.done
+    label_sources = [(member.spec.dataset, member.samples) for member in members[1:]]
+    dataset = BenchmarkDataset(first.spec.dataset, first.samples, indices[done:], ImagePreprocessor(first.spec.image),
+                               more_labels=label_sources)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=1, collate_fn=single_item, num_workers=settings.workers,
         pin_memory=device.type == "cuda", persistent_workers=False,
     )
+    heads = [
+        ScoreHead(member.spec, member.bank, member.background_value, member.activate(method, protocol))
+        for member in members[1:]
+    ]
+    method.setup(protocol, first.spec)
     predictor = SlidingWindowPredictor(
-        method, bank, spec, background_value, settings.batch_size, device, protocol.precision
+        method, first.bank, first.spec, first.background_value, settings.batch_size, device, protocol.precision,
+        more=heads, activate=first.activate(method, protocol) if heads else None, compile_model=settings.compile,
     )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    names = "+".join(member.spec.name for member in members)
     bar = tqdm(
-        total=len(indices), initial=state.done, desc=f"{method.name} {spec.name}", unit="img",
+        total=len(indices), initial=done, desc=f"{method.name} {names}", unit="img",
         disable=not (settings.progress and shard.is_main), dynamic_ncols=True,
     )
     started = time.perf_counter()
     last_save = started
-    seconds_before = state.seconds
+    seconds_before = first.state.seconds
 
     def save() -> None:
-        state.seconds = seconds_before + time.perf_counter() - started
-        state.save(state_file, owner)
+        for member in members:
+            member.state.seconds = seconds_before + time.perf_counter() - started
+            member.state.done = done
+            member.state.save(member.state_file, owner)
 
-    ignored_classes = _ignored_in_metric(spec)
     position_of = {index: position for position, index in enumerate(indices)}
-    skipped = state.skipped if settings.skip_bad else None
+    skipped = first.state.skipped if settings.skip_bad else None
     try:
         for item in _stream(loader, predictor, position_of, skipped):
-            label = item.item.label
-            if ignored_classes is not None:
-                label = label.masked_fill(torch.isin(label, ignored_classes), card.ignore_index)
-            matrix.update(item.pred, label)
+            labels = [item.item.label, *item.item.more_labels]
+            preds = [item.pred, *item.more_preds]
+            for member, label, pred in zip(members, labels, preds, strict=True):
+                if member.ignored_classes is not None:
+                    ignored = torch.isin(label, member.ignored_classes)
+                    label = label.masked_fill(ignored, member.spec.dataset.ignore_index)
+                member.matrix.update(pred, label)
             if item.item.position < settings.save_vis and shard.is_main:
-                _save_example(samples[item.item.index], item, card, folder, spec.name)
-            state.done = item.item.position + 1
-            bar.update(state.done - bar.n)
+                for member, label, pred in zip(members, labels, preds, strict=True):
+                    _save_example(member.samples[item.item.index], label, pred, member.spec.dataset, folder,
+                                  member.spec.name)
+            done = item.item.position + 1
+            bar.update(done - bar.n)
             now = time.perf_counter()
-            due = settings.save_every_images and state.done % settings.save_every_images == 0
+            due = settings.save_every_images and done % settings.save_every_images == 0
             if due or now - last_save >= settings.save_every_s:
                 save()
                 last_save = now
@@ -300,37 +386,44 @@ def _evaluate_claimed(
         raise
     finally:
         bar.close()
-    state.done = len(indices)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = seconds_before + time.perf_counter() - started
-    matrix.all_reduce()
     peak_device = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
     peak_host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if shard.world > 1:
         stats = torch.tensor([seconds, float(peak_device), float(peak_host)], dtype=torch.float64, device=device)
         dist.all_reduce(stats, op=dist.ReduceOp.MAX)
         seconds, peak_device, peak_host = stats[0].item(), int(stats[1].item()), int(stats[2].item())
-    skipped = _gather_skipped([why for _, why in sorted(state.skipped.items())], shard)
-    if skipped:
-        partial_reasons = [*partial_reasons, f"skipped {len(skipped)} bad file(s)"]
-    record = None
-    if shard.is_main:
-        record = build_record(run, protocol, spec, matrix, len(samples) - len(skipped), seconds, background_value,
-                              partial_reasons, settings, peak_host, peak_device, shard)
-        record["skipped_files"] = skipped
-        write_json_atomic(record_path(folder, spec.name, bool(partial_reasons)), record, owner)
+    skipped_files = _gather_skipped([why for _, why in sorted(first.state.skipped.items())], shard)
+    records: dict[str, dict[str, Any] | None] = {}
+    for member in members:
+        member.matrix.all_reduce()
+        partial_reasons = member.partial_reasons
+        if skipped_files:
+            partial_reasons = [*partial_reasons, f"skipped {len(skipped_files)} bad file(s)"]
+        record = None
+        if shard.is_main:
+            record = build_record(run, protocol, member.spec, member.matrix, len(member.samples) - len(skipped_files),
+                                  seconds, member.background_value, partial_reasons, settings, peak_host, peak_device,
+                                  shard)
+            record["skipped_files"] = skipped_files
+            record["evaluated_with"] = [other.spec.name for other in members if other is not member]
+            write_json_atomic(record_path(folder, member.spec.name, bool(partial_reasons)), record, owner)
+        records[member.spec.name] = record
     if shard.world > 1:
         dist.barrier()
-    state_file.unlink(missing_ok=True)
-    return record
+    for member in members:
+        member.state_file.unlink(missing_ok=True)
+    return records
 
 
-def _save_example(sample: Sample, prediction: Prediction, card: DatasetCard, folder: Path, benchmark: str) -> None:
+def _save_example(sample: Sample, label: torch.Tensor, pred: torch.Tensor, card: DatasetCard, folder: Path,
+                  benchmark: str) -> None:
     from benchmark.visualize import example_path, save_examples
 
     save_examples(
-        read_image(sample.image), prediction.item.label.cpu().numpy(), prediction.pred.cpu().numpy(),
+        read_image(sample.image), label.cpu().numpy(), pred.cpu().numpy(),
         card.classes, example_path(folder, benchmark, sample.stem), ignore_index=card.ignore_index,
     )
 
@@ -356,7 +449,8 @@ def _stream(
                 raise DataError(batch["error"] + "; or pass --skip-bad to skip it and mark the record partial")
             skipped[position] = batch["error"]
             continue
-        item = PreparedImage(batch["index"], batch["stem"], batch["image"], batch["label"], position)
+        item = PreparedImage(batch["index"], batch["stem"], batch["image"], batch["label"], position,
+                             batch["more_labels"])
         yield from predictor.push(item)
     yield from predictor.flush()
 
@@ -415,6 +509,7 @@ def build_record(
         "device": settings.device,
         "world_size": shard.world,
         "batch_size": settings.batch_size,
+        "compiled": settings.compile,
         "versions": _versions(),
         "git_commit": _git_commit(),
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -443,10 +538,35 @@ def evaluate(
     shard: Shard = Shard(),
 ) -> list[dict[str, Any]]:
     banks = TextBankCache()
-    records = []
     run.method.to(settings.device).eval()
-    for spec in protocol.select(benchmarks):
-        record = evaluate_benchmark(run, protocol, spec, settings, shard, banks)
-        if record is not None:
-            records.append(record)
-    return records
+    specs = protocol.select(benchmarks)
+    records: dict[str, dict[str, Any] | None] = {}
+    for group in shared_image_groups(specs, run.method, settings):
+        if len(group) == 1:
+            records[group[0].name] = evaluate_benchmark(run, protocol, group[0], settings, shard, banks)
+            continue
+        selections = [_select_samples(spec, settings) for spec in group]
+        together = evaluate_together(run, protocol, selections, settings, shard, banks)
+        records.update(zip([spec.name for spec in group], together, strict=True))
+    return [records[spec.name] for spec in specs if records.get(spec.name) is not None]
+
+
+def shared_image_groups(
+    specs: list[BenchmarkSpec], method: SegMethod, settings: EvalSettings
+) -> list[list[BenchmarkSpec]]:
+    """The benchmarks in evaluation order, those that share images and geometry grouped for one pass.
+
+    Grouped only where the method has encode_crops/score hooks, `shared_pass` is on and `skip_bad`
+    off, and the benchmarks select the same image files, resized and windowed alike. A group sits
+    where its first benchmark is in the protocol's order.
+    """
+    if not (settings.shared_pass and not settings.skip_bad and method.scores_from_features()):
+        return [[spec] for spec in specs]
+    groups: dict[tuple, list[BenchmarkSpec]] = {}
+    for spec in specs:
+        try:
+            images = tuple(sample.image for sample in _select_samples(spec, settings).samples)
+        except DataError:
+            images = (spec.name,)  # stands alone; evaluating it raises the error in its turn
+        groups.setdefault((images, spec.image, spec.inference), []).append(spec)
+    return list(groups.values())

@@ -46,6 +46,24 @@ class SegMethod(abc.ABC):
         where n_names counts every synonym of every class in the bank's order.
         """
 
+    def encode_crops(self, crops: Tensor) -> Any:
+        """Optional hook, with `score`: the image side of predict_masks, run once for several class sets.
+
+        Must not depend on the bank or on `setup`, and score(encode_crops(crops), bank) must equal
+        predict_masks(crops, bank) exactly. Benchmarks that share their images (VOC21/VOC20, ...)
+        are then evaluated in one pass.
+        """
+        raise NotImplementedError
+
+    def score(self, features: Any, bank: Any) -> Tensor:
+        """Optional hook, with `encode_crops`: scores [B, n_names, h', w'] of encoded crops against a bank."""
+        raise NotImplementedError
+
+    def scores_from_features(self) -> bool:
+        """Whether the method implements both encode_crops and score."""
+        cls = type(self)
+        return cls.encode_crops is not SegMethod.encode_crops and cls.score is not SegMethod.score
+
     def refine(self, image: Tensor, scores: Tensor) -> Tensor:
         """Whole-image post-processing of stitched scores [n_names,H,W] at label size.
 

@@ -63,11 +63,28 @@ def attention_weights(q: Tensor, k: Tensor, rule: str, grid: tuple[int, int], ga
     raise ValueError(f"attention rule must be one of {ATTENTION_RULES}, got {rule!r}")
 
 
+def self_attention(attn: nn.MultiheadAttention, x: Tensor) -> Tensor:
+    """CLIP's own attention (softmax(q k^T s) v) for normalised tokens x [B, L, D], out-projection included."""
+    q, k, v = project_heads(attn, x)
+    mixed = F.scaled_dot_product_attention(q, k, v)
+    batch, heads, length, head_dim = mixed.shape
+    return attn.out_proj(mixed.transpose(1, 2).reshape(batch, length, heads * head_dim))
+
+
+def value_only(attn: nn.MultiheadAttention, x: Tensor) -> Tensor:
+    """MaskCLIP's identity attention: out_proj(v) for tokens x [B, L, D], without computing q and k."""
+    dim = x.shape[-1]
+    bias = attn.in_proj_bias[2 * dim:] if attn.in_proj_bias is not None else None
+    return attn.out_proj(F.linear(x, attn.in_proj_weight[2 * dim:], bias))
+
+
 def last_block_attention(
     attn: nn.MultiheadAttention, x: Tensor, rule: str, grid: tuple[int, int], gaussian_std: float = 0.0
 ) -> Tensor:
     """The block's attention output for normalised tokens x [B, L, D], out-projection included."""
+    if rule == "identity":
+        return value_only(attn, x)
     q, k, v = project_heads(attn, x)
-    mixed = v if rule == "identity" else attention_weights(q, k, rule, grid, gaussian_std) @ v
+    mixed = attention_weights(q, k, rule, grid, gaussian_std) @ v
     batch, heads, length, head_dim = mixed.shape
     return attn.out_proj(mixed.transpose(1, 2).reshape(batch, length, heads * head_dim))

@@ -22,7 +22,7 @@ from torch import Tensor
 from benchmark.errors import BenchmarkError
 from methods.base import SegMethod
 from methods.clip_backbone import ClipBackbone, load_clip
-from methods.clip_dense import DenseRecipe, crop_cosines
+from methods.clip_dense import CropFeatures, DenseRecipe, crop_features, feature_cosines
 from methods.clip_text import TextBank, build_text_bank, text_bank_store
 from methods.pamr import PamrSettings, pamr
 
@@ -127,8 +127,15 @@ class ClipBaseline(SegMethod):
 
     @torch.no_grad()
     def predict_masks(self, crops: Tensor, bank: TextBank) -> Tensor:
-        cosines = crop_cosines(self.net.visual, crops, bank.embeddings, self.active_recipe)
-        return cosines.float() * self.logit_scale
+        return self.score(self.encode_crops(crops), bank)
+
+    @torch.no_grad()
+    def encode_crops(self, crops: Tensor) -> CropFeatures:
+        return crop_features(self.net.visual, crops, self.active_recipe)
+
+    @torch.no_grad()
+    def score(self, features: CropFeatures, bank: TextBank) -> Tensor:
+        return feature_cosines(features, bank.embeddings).float() * self.logit_scale
 
     @torch.no_grad()
     def refine(self, image: Tensor, scores: Tensor) -> Tensor:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.clip_attention import ATTENTION_RULES, last_block_attention
+from methods.clip_attention import ATTENTION_RULES, last_block_attention, self_attention
 
 # drop: the patch convolution drops the remainder; scores on the patch grid (SCLIP, NACLIP).
 # pad_center: zero-pad the normalised crop around its centre to a multiple of the patch size,
@@ -101,9 +101,12 @@ def check_supported(visual: nn.Module) -> None:
         raise TypeError(f"{type(visual).__name__} is not an open_clip VisionTransformer (no {missing})")
     if getattr(visual, "attn_pool", None) is not None or getattr(visual, "final_ln_after_pool", False):
         raise TypeError("dense CLIP features need ln_post on every token: attentional pooling is not supported")
-    last = visual.transformer.resblocks[-1]
-    if not isinstance(getattr(last, "attn", None), nn.MultiheadAttention):
-        raise TypeError(f"the last block ({type(last).__name__}) has no nn.MultiheadAttention")
+    for number, block in enumerate(visual.transformer.resblocks):
+        attn = getattr(block, "attn", None)
+        if not isinstance(attn, nn.MultiheadAttention):
+            raise TypeError(f"block {number} ({type(block).__name__}) has no nn.MultiheadAttention")
+        if not attn._qkv_same_embed_dim or attn.bias_k is not None or attn.add_zero_attn or hasattr(block, "ln_1_kv"):
+            raise TypeError(f"block {number}: only CLIP's packed self-attention is supported")
 
 
 def layer_norm(norm: nn.Module, x: Tensor, eps: float | None = None) -> Tensor:
@@ -147,16 +150,15 @@ def embed_patches(
     return layer_norm(visual.ln_pre, x, layer_norm_eps), grid
 
 
-def overridden_block(block: nn.Module, x: Tensor, recipe: DenseRecipe) -> Tensor:
-    """An unchanged block (q-k attention, residual, FFN) for batch-first x, under the recipe's tower overrides."""
+def clip_block(block: nn.Module, x: Tensor, recipe: DenseRecipe) -> Tensor:
+    """An unchanged block (q-k attention, residual, FFN) for batch-first x, under the recipe's tower overrides.
+
+    The arithmetic of open_clip's ResidualAttentionBlock, with the attention written out (packed
+    in-projection, scaled_dot_product_attention, out-projection) on batch-first tokens: the same
+    products as nn.MultiheadAttention without its transposes to sequence-first and back.
+    """
     eps = recipe.layer_norm_eps
-    normed = layer_norm(block.ln_1, x, eps)
-    if not block.attn.batch_first:
-        normed = normed.transpose(0, 1)
-    attended = block.attn(normed, normed, normed, need_weights=False)[0]
-    if not block.attn.batch_first:
-        attended = attended.transpose(0, 1)
-    x = x + block.ls_1(attended)
+    x = x + block.ls_1(self_attention(block.attn, layer_norm(block.ln_1, x, eps)))
     return x + block.ls_2(block_mlp(block, layer_norm(block.ln_2, x, eps), recipe.activation))
 
 
@@ -175,46 +177,57 @@ def dense_features(visual: nn.Module, images: Tensor, recipe: DenseRecipe) -> Te
     check_supported(visual)
     _check_tower_overrides(visual, recipe)
     x, grid = embed_patches(visual, images, recipe.position_rule, recipe.layer_norm_eps)
-    batch_first = getattr(visual.transformer, "batch_first", True)
     blocks = visual.transformer.resblocks
-    if recipe.overrides_tower:
-        for block in blocks[:-1]:
-            x = overridden_block(block, x, recipe)
-    else:
-        if not batch_first:
-            x = x.transpose(0, 1)
-        for block in blocks[:-1]:
-            x = block(x)
-        if not batch_first:
-            x = x.transpose(0, 1)
+    for block in blocks[:-1]:
+        x = clip_block(block, x, recipe)
     x = last_block(blocks[-1], x, recipe, grid)
     features = layer_norm(visual.ln_post, x[:, 1:], recipe.layer_norm_eps) @ visual.proj
     return features.reshape(x.shape[0], grid[0], grid[1], -1)
 
 
-def patch_cosines(visual: nn.Module, images: Tensor, text: Tensor, recipe: DenseRecipe) -> Tensor:
-    """Cosine similarity of every patch with every text embedding: [B, n_text, h, w]."""
+def _unit_features(visual: nn.Module, images: Tensor, recipe: DenseRecipe) -> Tensor:
     features = dense_features(visual, images, recipe)
-    features = features / features.norm(dim=-1, keepdim=True)
-    text = text.to(device=features.device, dtype=features.dtype)
-    return (features @ text.t()).permute(0, 3, 1, 2)
+    return features / features.norm(dim=-1, keepdim=True)
 
 
-def crop_cosines(visual: nn.Module, crops: Tensor, text: Tensor, recipe: DenseRecipe) -> Tensor:
-    """Per-name cosines for crops of any size, at a resolution <= the crop, following recipe.patch_rule.
+def _cosines(unit_features: Tensor, text: Tensor) -> Tensor:
+    text = text.to(device=unit_features.device, dtype=unit_features.dtype)
+    return (unit_features @ text.t()).permute(0, 3, 1, 2)
 
-    Scores on a patch grid are meant to be upsampled to the crop bilinearly (align_corners=False),
-    which is what every reference does to its patch-grid scores.
-    """
+
+@dataclass(frozen=True)
+class CropFeatures:
+    """Unit patch features [B, h, w, D] of a batch of crops, and where the crops sit in the padded input."""
+
+    features: Tensor
+    crop_size: tuple[int, int]
+    padded_size: tuple[int, int] | None = None  # pad_center: scores go up to this size, then the crop is cut out
+    offset: tuple[int, int] = (0, 0)  # (top, left) of the crop in the padded input
+
+
+def crop_features(visual: nn.Module, crops: Tensor, recipe: DenseRecipe) -> CropFeatures:
+    """Unit patch features of crops of any size, following recipe.patch_rule (the image side of the scores)."""
     height, width = crops.shape[-2:]
     patch_h, patch_w = visual.patch_size
     pad_h, pad_w = -height % patch_h, -width % patch_w
     if recipe.patch_rule == "drop" or (pad_h == 0 and pad_w == 0):
-        return patch_cosines(visual, crops, text, recipe)
+        return CropFeatures(_unit_features(visual, crops, recipe), (height, width))
     if recipe.patch_rule == "pad_corner":
-        return patch_cosines(visual, F.pad(crops, (0, pad_w, 0, pad_h)), text, recipe)
+        return CropFeatures(_unit_features(visual, F.pad(crops, (0, pad_w, 0, pad_h)), recipe), (height, width))
     left, top = pad_w // 2, pad_h // 2
     padded = F.pad(crops, (left, pad_w - left, top, pad_h - top))
-    scores = patch_cosines(visual, padded, text, recipe)
-    scores = F.interpolate(scores, size=padded.shape[-2:], mode="bilinear", align_corners=False)
+    return CropFeatures(_unit_features(visual, padded, recipe), (height, width), tuple(padded.shape[-2:]), (top, left))
+
+
+def feature_cosines(crops: CropFeatures, text: Tensor) -> Tensor:
+    """Per-name cosines [B, n_text, h', w'] at a resolution <= the crop, from crop_features.
+
+    Scores on a patch grid are meant to be upsampled to the crop bilinearly (align_corners=False),
+    which is what every reference does to its patch-grid scores.
+    """
+    scores = _cosines(crops.features, text)
+    if crops.padded_size is None:
+        return scores
+    scores = F.interpolate(scores, size=crops.padded_size, mode="bilinear", align_corners=False)
+    (top, left), (height, width) = crops.offset, crops.crop_size
     return scores[..., top:top + height, left:left + width]

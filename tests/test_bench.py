@@ -14,6 +14,7 @@ from torch import Tensor
 from benchmark.bench import (
     crop_count,
     load_shapes,
+    pixel_agreement,
     reference_predict,
     update_confusion,
     write_synthetic_split,
@@ -66,6 +67,7 @@ def test_bench_runs_and_engine_equals_reference_at_fp32(tiny_clip_file, tmp_path
     assert result["engine"]["confusion_matrix"] == result["reference"]["confusion_matrix"]
     assert np.asarray(result["engine"]["confusion_matrix"]).sum() > 0
     assert result["engine"]["miou"] == result["reference"]["miou"]
+    assert result["pixel_agreement_with_fp32"] is None
 
 
 def test_bench_at_bf16_reports_the_difference_without_failing_and_profiles(tiny_clip_file, tmp_path, capsys):
@@ -77,6 +79,7 @@ def test_bench_at_bf16_reports_the_difference_without_failing_and_profiles(tiny_
     assert len(result["engine"]["seconds_all"]) == len(result["reference"]["seconds_all"]) == 2
     assert result["engine"]["seconds"] == min(result["engine"]["seconds_all"])
     assert "confusion matrices:" in capsys.readouterr().out
+    assert 0.9 <= result["pixel_agreement_with_fp32"] <= 1.0
     for name in ("engine", "reference"):
         stats = pstats.Stats(str(tmp_path / "profile" / f"{name}.prof"))
         assert any(function == "predict_masks" for _, _, function in stats.stats)
@@ -99,6 +102,13 @@ def test_a_difference_at_fp32_is_reported_and_fails_the_command(tmp_path, capsys
     assert "DIFFER at fp32" in captured.out and "different confusion matrices" in captured.err
     result = json.loads((tmp_path / "bench.json").read_text())
     assert not result["confusion_identical"] and result["confusion_pixels_moved"] > 0
+
+
+def test_pixel_agreement_counts_equal_labels_over_all_images():
+    first = [torch.tensor([[0, 1], [2, 3]]), torch.tensor([[5, 5, 5]])]
+    second = [torch.tensor([[0, 1], [3, 3]]), torch.tensor([[5, 4, 4]])]
+    assert pixel_agreement(first, second) == pytest.approx(4 / 7)
+    assert pixel_agreement(first, first) == 1.0
 
 
 def test_every_shipped_card_has_typical_sizes():

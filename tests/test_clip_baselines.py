@@ -20,7 +20,7 @@ from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from methods.clearclip import ClearCLIP
 from methods.clip_attention import last_block_attention
 from methods.clip_backbone import WeightsError, backbone_from_model, load_clip
-from methods.clip_dense import resize_positional_embedding
+from methods.clip_dense import clip_block, resize_positional_embedding
 from methods.clip_text import TextBankStore, aggregate, build_text_bank
 from methods.clip_vanilla import VanillaCLIP
 from methods.maskclip import MaskCLIP
@@ -283,6 +283,16 @@ def test_qk_rule_is_torchs_multihead_attention():
     with torch.no_grad():
         expected = attn(x, x, x, need_weights=False)[0]
         assert torch.allclose(last_block_attention(attn, x, "qk", (2, 3)), expected, atol=1e-6)
+
+
+def test_clip_block_is_open_clips_residual_attention_block(backbone):
+    """The engine's written-out block (batch-first SDPA) against open_clip's own block forward."""
+    torch.manual_seed(6)
+    recipe = replace(MaskCLIP.recipe, activation=None, layer_norm_eps=None)
+    x = torch.randn(3, 17, backbone.visual.transformer.width)
+    for block in backbone.visual.transformer.resblocks:
+        with torch.no_grad():
+            assert torch.allclose(clip_block(block, x, recipe), block(x), atol=1e-5)
 
 
 # --- positional embeddings -------------------------------------------------------------------

@@ -216,3 +216,16 @@ def test_save_vis_keeps_n_examples_per_benchmark(toy_world):
     assert [p.parent.name for p in examples] == ["toyset", "toyset", "toyset_bg", "toyset_bg"]
     with Image.open(examples[0]) as picture:
         assert picture.width > picture.height  # image | ground truth | prediction side by side
+
+
+@pytest.mark.slow
+def test_compiled_forward_is_recorded_and_gives_the_eager_numbers(toy_world):
+    assert run_cli(toy_world) == 0
+    eager = records_under(toy_world["results"])
+    toy_world["results"] = toy_world["root"] / "compiled"
+    assert run_cli(toy_world, "--compile") == 0
+    compiled = records_under(toy_world["results"])
+    assert set(compiled) == set(eager)
+    for name, record in compiled.items():
+        assert record["compiled"] and not eager[name]["compiled"]
+        assert abs(record["miou"] - eager[name]["miou"]) <= 0.1

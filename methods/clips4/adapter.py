@@ -126,10 +126,18 @@ class CLIPS4(SegMethod):
 
     @torch.no_grad()
     def predict_masks(self, crops: Tensor, bank: TextBank) -> Tensor:
+        return self.score(self.encode_crops(crops), bank)
+
+    @torch.no_grad()
+    def encode_crops(self, crops: Tensor) -> Tensor:
+        """Unit pixel embeddings [B,D,h,w] of the crops."""
         parameter = next(self.network.parameters())
-        pixels = self.network(crops.to(parameter.device, parameter.dtype))
-        text = bank.embeddings.to(pixels.device, pixels.dtype)
-        return torch.einsum("bdhw,nd->bnhw", pixels, text).float() * self.logit_scale
+        return self.network(crops.to(parameter.device, parameter.dtype))
+
+    @torch.no_grad()
+    def score(self, features: Tensor, bank: TextBank) -> Tensor:
+        text = bank.embeddings.to(features.device, features.dtype)
+        return torch.einsum("bdhw,nd->bnhw", features, text).float() * self.logit_scale
 
     def config(self) -> dict[str, Any]:
         trained = {

@@ -23,7 +23,7 @@ from methods.clip_backbone import ClipBackbone, file_sha256, load_clip
 from methods.clip_text import TextBank, build_text_bank, text_bank_store
 from methods.pamr import PamrSettings
 from methods.tcl.checkpoint import load_masker_state, read_checkpoint
-from methods.tcl.inference import generate_masks
+from methods.tcl.inference import EncodedCrops, encode_crops, masks_from_encoded
 from methods.tcl.model import TCLMasker
 
 if TYPE_CHECKING:
@@ -136,7 +136,15 @@ class TCL(SegMethod):
 
     @torch.no_grad()
     def predict_masks(self, crops: Tensor, bank: TextBank) -> Tensor:
-        return generate_masks(self.net.visual, self.masker, crops, bank.embeddings, self.pamr, self.kp_w)
+        return self.score(self.encode_crops(crops), bank)
+
+    @torch.no_grad()
+    def encode_crops(self, crops: Tensor) -> EncodedCrops:
+        return encode_crops(self.net.visual, crops)
+
+    @torch.no_grad()
+    def score(self, features: EncodedCrops, bank: TextBank) -> Tensor:
+        return masks_from_encoded(self.net.visual, self.masker, features, bank.embeddings, self.pamr, self.kp_w)
 
     def config(self) -> dict[str, Any]:
         return {

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -34,21 +36,39 @@ def clip_mask(dense: Tensor, text: Tensor) -> Tensor:
     return torch.sigmoid((cosines - KP_CENTRE) * KP_SCALE)
 
 
+@dataclass(frozen=True)
+class EncodedCrops:
+    """The image side of generate_masks: the padded crops and CLIP's tokens before the last block."""
+
+    padded: Tensor
+    tokens: Tensor
+    grid: tuple[int, int]
+    crop_size: tuple[int, int]
+    offset: tuple[int, int]  # (top, left) of the crop in the padded input
+
+
 @torch.no_grad()
-def generate_masks(
-    visual: nn.Module,
-    masker: TCLMasker,
-    crops: Tensor,
-    text: Tensor,
-    pamr_settings: PamrSettings | None,
-    kp_w: float,
-) -> Tensor:
-    """crops [B, 3, H, W] normalised, text [N, C] -> masks [B, N, H, W] in [0, 1]."""
+def encode_crops(visual: nn.Module, crops: Tensor) -> EncodedCrops:
+    """Steps 1 and the CLIP tower up to its last block: everything that does not depend on the text."""
     height, width = crops.shape[-2:]
     left, right, top, bottom = centred_padding(height, width, tuple(visual.patch_size))
     padded = F.pad(crops, (left, right, top, bottom))
     tokens, grid = encode_until_last(visual, padded)
-    text = text.to(device=crops.device, dtype=tokens.dtype)
+    return EncodedCrops(padded, tokens, grid, (height, width), (top, left))
+
+
+@torch.no_grad()
+def masks_from_encoded(
+    visual: nn.Module,
+    masker: TCLMasker,
+    encoded: EncodedCrops,
+    text: Tensor,
+    pamr_settings: PamrSettings | None,
+    kp_w: float,
+) -> Tensor:
+    """Steps 2-5 for encoded crops and text [N, C] -> masks [B, N, H, W] in [0, 1]."""
+    padded, tokens, grid = encoded.padded, encoded.tokens, encoded.grid
+    text = text.to(device=padded.device, dtype=tokens.dtype)
     masks = masker(tokens, grid, text)
     if pamr_settings is not None:
         guide = F.interpolate(padded, size=masks.shape[-2:], mode="bilinear", align_corners=True)
@@ -58,4 +78,17 @@ def generate_masks(
         clip = F.interpolate(clip, size=masks.shape[-2:], mode="bilinear", align_corners=False)
         masks = kp_w * clip + (1.0 - kp_w) * masks
     masks = F.interpolate(masks, size=padded.shape[-2:], mode="bilinear", align_corners=False)
+    (top, left), (height, width) = encoded.offset, encoded.crop_size
     return masks[..., top:top + height, left:left + width]
+
+
+def generate_masks(
+    visual: nn.Module,
+    masker: TCLMasker,
+    crops: Tensor,
+    text: Tensor,
+    pamr_settings: PamrSettings | None,
+    kp_w: float,
+) -> Tensor:
+    """crops [B, 3, H, W] normalised, text [N, C] -> masks [B, N, H, W] in [0, 1]."""
+    return masks_from_encoded(visual, masker, encode_crops(visual, crops), text, pamr_settings, kp_w)

@@ -25,7 +25,7 @@ from methods.base import SegMethod
 from methods.clip_backbone import backbone_from_model, file_sha256, load_clip
 from methods.clip_text import TextBank, build_text_bank, text_bank_store
 from methods.vilseg.checkpoint import load_weights
-from methods.vilseg.inference import crop_cosines
+from methods.vilseg.inference import EncodedGroups, encode_groups, group_cosines
 from methods.vilseg.model import ViLSegModel, build_model, clip_arch, tokenizer_for
 from methods.vilseg.recipe import TrainRecipe
 
@@ -137,7 +137,15 @@ class ViLSeg(SegMethod):
 
     @torch.no_grad()
     def predict_masks(self, crops: Tensor, bank: TextBank) -> Tensor:
-        return crop_cosines(self.net, crops, bank.embeddings).float() * self.logit_scale
+        return self.score(self.encode_crops(crops), bank)
+
+    @torch.no_grad()
+    def encode_crops(self, crops: Tensor) -> EncodedGroups:
+        return encode_groups(self.net, crops)
+
+    @torch.no_grad()
+    def score(self, features: EncodedGroups, bank: TextBank) -> Tensor:
+        return group_cosines(features, bank.embeddings).float() * self.logit_scale
 
     def config(self) -> dict[str, Any]:
         network = self.net.config
