@@ -25,6 +25,7 @@ from methods.clips4.losses import (
     pixel_segment_contrastive,
     pseudo_labels,
     semantic_consistency,
+    split_semantic_consistency,
 )
 from methods.clips4.network import NetworkConfig, PixelEmbedder
 from methods.clips4.prototypes import PrototypeBank
@@ -79,13 +80,16 @@ def test_embedding_pull_is_one_minus_the_mean_cosine():
     assert embedding_pull(model, -model).item() == pytest.approx(2.0, abs=1e-6)
 
 
-def test_unknown_embedding_loss_is_a_config_error():
+def test_unknown_embedding_loss_or_semantic_targets_is_a_config_error():
     from benchmark.errors import ConfigError
     from methods.clips4.settings import resolve_settings
 
     assert resolve_settings({"embedding_loss": "contrastive"})["embedding_loss"] == "contrastive"
     with pytest.raises(ConfigError, match="embedding_loss"):
         resolve_settings({"embedding_loss": "l2"})
+    assert resolve_settings({"semantic_targets": "centres"})["semantic_targets"] == "centres"
+    with pytest.raises(ConfigError, match="semantic_targets"):
+        resolve_settings({"semantic_targets": "words"})
 
 
 def test_semantic_consistency_known_value():
@@ -97,6 +101,30 @@ def test_semantic_consistency_known_value():
     loss = semantic_consistency(model, prototypes, labels, logit_scale=3.0)
     expected = (math.log(math.exp(3) + 1) - 0 + math.log(math.exp(3) + 1) - 3) / 2
     assert loss.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_split_semantic_consistency_scores_known_pixels_on_text_and_unknown_ones_on_unknown_prototypes():
+    known_text = unit([1, 0, 0], [0, 1, 0])
+    unknown = unit([0, 0, 1], [0, 1, 1])
+    model = unit([1, 0, 0], [0, 0, 1], [0, 1, 0])
+    # pixel 0: known (centre 1) with text label 0; pixel 1: unknown prototype 1; pixel 2: known, text label 1
+    targets, text_targets = torch.tensor([1, 3, 0]), torch.tensor([0, 0, 1])
+    loss = split_semantic_consistency(model, known_text, unknown, targets, text_targets, logit_scale=2.0)
+    s = 2.0
+    known_0 = math.log(math.exp(s) + 1) - s  # softmax over the two texts, target text 0
+    known_2 = math.log(1 + math.exp(s)) - s  # target text 1
+    u = s / math.sqrt(2)
+    unknown_1 = math.log(math.exp(s) + math.exp(u)) - u  # softmax over the unknown prototypes, target 1
+    assert loss.item() == pytest.approx((known_0 + unknown_1 + known_2) / 3, abs=1e-6)
+
+
+def test_unknown_margin_keeps_a_segment_with_the_known_centre_unless_it_is_that_much_closer():
+    bank = PrototypeBank(unit([1, 0]), n_unknown=1, unknown_margin=0.0)
+    bank.unknown.copy_(unit([0.6, 0.8]))
+    point = unit([0.8, 0.6])  # cos 0.8 to the known centre, 0.96 to the unknown one
+    assert bank.assign(point).tolist() == [1]
+    bank.unknown_margin = 0.2
+    assert bank.assign(point).tolist() == [0]
 
 
 # ---- segment formation --------------------------------------------------------------------------
@@ -301,6 +329,24 @@ def test_training_resumes_to_the_same_weights(tmp_path, tiny_backbone, monkeypat
     assert not (tmp_path / "resumed.pt.state").exists()
     again = train_module.train_clips4(out=tmp_path / "whole.pt", **common)
     assert again.get("cached") is True
+
+
+@pytest.mark.parametrize("targets", ["text", "centres"])
+def test_a_training_step_under_either_semantic_target_rule_trains_the_network(tmp_path, tiny_backbone, targets):
+    from methods.clips4.train import train_clips4
+
+    clip_file = tmp_path / "tiny.pt"
+    torch.save(tiny_backbone.model.state_dict(), clip_file)
+    _write_images(tmp_path / "images", 2, 32)
+    summary = train_clips4(
+        images=tmp_path / "images", out=tmp_path / "one.pt", clip_model=tiny_backbone.name,
+        clip_pretrained=str(clip_file), known_classes=["red", "blue"], steps=1, batch_size=2, progress=False,
+        settings={**TINY_RUN, "semantic_targets": targets, "unknown_margin": 0.05},
+    )
+    assert all(math.isfinite(value) for value in summary["last_losses"].values())
+    assert summary["last_losses"]["semantic"] > 0
+    saved = torch.load(tmp_path / "one.pt", weights_only=True)
+    assert saved["clips4"]["settings"]["semantic_targets"] == targets
 
 
 # ---- end to end on ViT-B/16 shapes (slow) -------------------------------------------------------

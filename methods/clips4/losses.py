@@ -50,3 +50,26 @@ def pseudo_labels(clip_embeddings: Tensor, prototypes: Tensor) -> Tensor:
 def semantic_consistency(model_pixels: Tensor, prototypes: Tensor, targets: Tensor, logit_scale: float) -> Tensor:
     """Cross-entropy of the model's prediction softmax(logit_scale z.p) [N,P] against CLIP's pseudo-labels [N]."""
     return F.cross_entropy(logit_scale * model_pixels @ prototypes.t(), targets)
+
+
+def split_semantic_consistency(
+    model_pixels: Tensor, known_text: Tensor, unknown: Tensor, targets: Tensor, text_targets: Tensor,
+    logit_scale: float,
+) -> Tensor:
+    """Semantic consistency scored in the space each prototype lives in.
+
+    A pixel whose pseudo-label (targets [N], over known + unknown prototypes) is known takes CLIP's
+    zero-shot label among the known classes (text_targets [N]) as target of a softmax over the known
+    text embeddings [K,D], the scores the model is evaluated with; a pixel labelled unknown takes its
+    prototype as target of a softmax over the unknown prototypes [U,D]. Mean over all pixels.
+    """
+    n_known = known_text.shape[0]
+    is_known = targets < n_known
+    total = model_pixels.new_zeros(())
+    if bool(is_known.any()):
+        logits = logit_scale * model_pixels[is_known] @ known_text.t()
+        total = total + F.cross_entropy(logits, text_targets[is_known], reduction="sum")
+    if bool((~is_known).any()):
+        logits = logit_scale * model_pixels[~is_known] @ unknown.t()
+        total = total + F.cross_entropy(logits, targets[~is_known] - n_known, reduction="sum")
+    return total / targets.numel()

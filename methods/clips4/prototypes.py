@@ -7,8 +7,10 @@ learned centres would label nearly everything unknown. Scores are therefore take
 modality: known prototype k is represented by the centre of the CLIP segment embeddings whose
 zero-shot label (argmax over the known text embeddings) is k, a centre its text alone decides;
 unknown prototypes are spherical k-means centres of the same embeddings, competing with the known
-centres. The bank is initialised on the first batch (farthest points from the known centres, then
-k-means with the known centres held) and follows the data online by exponential moving averages.
+centres. An unknown centre takes a segment only where it is `unknown_margin` closer (cosine) than
+every known centre. The bank is initialised on the first batch (farthest points from the known
+centres, then k-means with the known centres held) and follows the data online by exponential
+moving averages.
 """
 
 from __future__ import annotations
@@ -46,11 +48,15 @@ def _member_means(points: Tensor, labels: Tensor, n: int) -> tuple[Tensor, Tenso
 
 
 class PrototypeBank(nn.Module):
-    def __init__(self, known: Tensor, n_unknown: int, momentum: float = 0.99, init_iterations: int = 10) -> None:
+    def __init__(
+        self, known: Tensor, n_unknown: int, momentum: float = 0.99, init_iterations: int = 10,
+        unknown_margin: float = 0.0,
+    ) -> None:
         super().__init__()
         known = F.normalize(known.float(), dim=-1)
         self.momentum = momentum
         self.init_iterations = init_iterations
+        self.unknown_margin = unknown_margin
         self.register_buffer("known_text", known)
         self.register_buffer("known", known.clone())
         self.register_buffer("known_started", torch.zeros(known.shape[0], dtype=torch.bool))
@@ -72,8 +78,13 @@ class PrototypeBank(nn.Module):
 
     @torch.no_grad()
     def assign(self, clip_embeddings: Tensor) -> Tensor:
-        """CLIP's pseudo-label [N]: argmax over all prototypes; >= n_known means an unknown prototype."""
-        return (clip_embeddings.float() @ self.prototypes().t()).argmax(dim=1)
+        """CLIP's pseudo-label [N]: argmax over all prototypes; >= n_known means an unknown prototype.
+
+        An unknown prototype's cosine counts `unknown_margin` less: it takes a segment only where it
+        is that much closer than every known centre."""
+        scores = clip_embeddings.float() @ self.prototypes().t()
+        scores[:, self.n_known:] -= self.unknown_margin
+        return scores.argmax(dim=1)
 
     @torch.no_grad()
     def initialise(self, clip_embeddings: Tensor) -> None:

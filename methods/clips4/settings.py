@@ -16,6 +16,7 @@ NESTED = ("network", "views", "superpixels", "loss_weights")
 
 
 EMBEDDING_LOSSES = ("cosine", "contrastive")
+SEMANTIC_TARGETS = ("centres", "text")
 
 
 @lru_cache(maxsize=1)
@@ -45,6 +46,11 @@ def resolve_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     if settings["embedding_loss"] not in EMBEDDING_LOSSES:
         raise ConfigError(
             f"CLIP-S4 setting 'embedding_loss' must be one of {EMBEDDING_LOSSES}, got {settings['embedding_loss']!r}"
+        )
+    if settings["semantic_targets"] not in SEMANTIC_TARGETS:
+        raise ConfigError(
+            f"CLIP-S4 setting 'semantic_targets' must be one of {SEMANTIC_TARGETS}, "
+            f"got {settings['semantic_targets']!r}"
         )
     return settings
 

@@ -15,6 +15,7 @@ from methods.clips4.losses import (
     embedding_pull,
     pixel_segment_contrastive,
     semantic_consistency,
+    split_semantic_consistency,
 )
 from methods.clips4.prototypes import PrototypeBank
 from methods.clips4.segments import form_segments, segment_embeddings
@@ -38,6 +39,7 @@ class StepSettings:
     contrast_pixels: int
     weights: dict[str, float]
     embedding_loss: str
+    semantic_targets: str
     semantic_logit_scale: float
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
@@ -107,9 +109,19 @@ def training_step(
     segment_labels = torch.zeros(N_VIEWS, batch, k, dtype=torch.long, device=device)
     segment_labels[valid] = bank.assign(clip_segments[valid])
     pixel_labels = segment_labels.gather(2, segments.flatten(2)).reshape(-1)
-    loss_semantic = semantic_consistency(
-        flat_pixels, bank.prototypes().to(flat_pixels.dtype), pixel_labels, settings.semantic_logit_scale
-    )
+    if settings.semantic_targets == "text":
+        text_labels = torch.zeros_like(segment_labels)
+        text_labels[valid] = bank.text_labels(clip_segments[valid])
+        pixel_text = text_labels.gather(2, segments.flatten(2)).reshape(-1)
+        unknown = bank.unknown.clone().to(flat_pixels.dtype)  # the bank moves in place below, before backward
+        loss_semantic = split_semantic_consistency(
+            flat_pixels, bank.known_text.to(flat_pixels.dtype), unknown, pixel_labels, pixel_text,
+            settings.semantic_logit_scale,
+        )
+    else:
+        loss_semantic = semantic_consistency(
+            flat_pixels, bank.prototypes().to(flat_pixels.dtype), pixel_labels, settings.semantic_logit_scale
+        )
     bank.update(clip_segments[valid], segment_labels[valid])
 
     losses = {"pixel_segment": loss_pixel, "embedding": loss_embedding, "semantic": loss_semantic}

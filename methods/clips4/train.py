@@ -175,7 +175,9 @@ def _train(
         torch.manual_seed(seed)
         network = PixelEmbedder(network_config, clip.visual).to(device)
     teacher = MaskClipTeacher(clip.visual).to(device).eval()
-    bank = PrototypeBank(known, config["unknown_prototypes"], config["prototype_momentum"]).to(device)
+    bank = PrototypeBank(
+        known, config["unknown_prototypes"], config["prototype_momentum"], unknown_margin=config["unknown_margin"]
+    ).to(device)
     trunk_params = [p for p in network.trunk.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         [{"params": trunk_params, "lr": config["lr"]},
@@ -202,6 +204,7 @@ def _train(
         kmeans_iterations=config["kmeans_iterations"], kappa=config["kappa"],
         contrast_pixels=config["contrast_pixels"], weights=config["loss_weights"],
         embedding_loss=config["embedding_loss"],
+        semantic_targets=config["semantic_targets"],
         semantic_logit_scale=logit_scale, mean=tuple(OPENAI_DATASET_MEAN), std=tuple(OPENAI_DATASET_STD),
     )
     preload = len(files) * 3 * config["image_size"] ** 2 <= PRELOAD_BYTES and workers == 0
