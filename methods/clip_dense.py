@@ -186,13 +186,15 @@ def dense_features(visual: nn.Module, images: Tensor, recipe: DenseRecipe) -> Te
 
 
 def _unit_features(visual: nn.Module, images: Tensor, recipe: DenseRecipe) -> Tensor:
-    features = dense_features(visual, images, recipe)
+    """Unit patch features in fp32 even under autocast: cosines of near-tied classes need the mantissa."""
+    features = dense_features(visual, images, recipe).float()
     return features / features.norm(dim=-1, keepdim=True)
 
 
 def _cosines(unit_features: Tensor, text: Tensor) -> Tensor:
     text = text.to(device=unit_features.device, dtype=unit_features.dtype)
-    return (unit_features @ text.t()).permute(0, 3, 1, 2)
+    with torch.autocast(unit_features.device.type, enabled=False):
+        return (unit_features @ text.t()).permute(0, 3, 1, 2)
 
 
 @dataclass(frozen=True)
