@@ -1,9 +1,8 @@
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.fakedata import write_card, write_fake_dataset
+from tests.fakedata import write_card, write_fake_dataset, write_toy_protocol
 
 TOY_SIZES = [(24, 40), (30, 30), (20, 52), (36, 28), (26, 33), (40, 44), (22, 25)]
 
@@ -21,20 +20,12 @@ def toy_world(tmp_path: Path) -> dict[str, Path]:
     with_bg = write_card(folder, "toyset_bg", ["background", "cat", "dog"], count, has_background=True)
     write_fake_dataset(load_card(plain), data, count, sizes=TOY_SIZES, seed=1)
     write_fake_dataset(load_card(with_bg), data, count, sizes=TOY_SIZES, seed=2)
-    (folder / "names").mkdir()
-    (folder / "names" / "toyset.txt").write_text("sky\ngrass, lawn\ncat\ndog, puppy\n")
-    (folder / "names" / "toyset_bg.txt").write_text("cat\ndog\n")
-    (folder / "templates.txt").write_text("a photo of a {}.\n")
-    protocol = {
-        "name": "toy",
-        "image": {"resize": {"short": 24, "long_max": 64}, "mean": [120, 115, 100], "std": [60, 60, 60]},
-        "inference": {"mode": "slide", "crop": 16, "stride": 8},
-        "text": {"templates": "templates.txt", "aggregation": "mean_normalised"},
-        "benchmarks": {
+    protocol = write_toy_protocol(
+        folder, "toy", {"toyset": "sky\ngrass, lawn\ncat\ndog, puppy\n", "toyset_bg": "cat\ndog\n"},
+        {
             "toyset": {"dataset": "toyset.yaml", "classes": "names/toyset.txt"},
             "toyset_bg": {"dataset": "toyset_bg.yaml", "classes": "names/toyset_bg.txt",
                           "background": {"rule": "threshold"}},
         },
-    }
-    (folder / "toy.yaml").write_text(yaml.safe_dump(protocol, sort_keys=False))
-    return {"protocol": folder / "toy.yaml", "data": data, "results": tmp_path / "results", "root": tmp_path}
+    )
+    return {"protocol": protocol, "data": data, "results": tmp_path / "results", "root": tmp_path}

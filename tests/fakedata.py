@@ -76,3 +76,26 @@ def write_card(folder: Path, name: str, classes: list[str], count: int, **overri
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(content, sort_keys=False))
     return path
+
+
+def write_toy_protocol(folder: Path, name: str, class_names: dict[str, str], benchmarks: dict) -> Path:
+    """A toy protocol (24 px short side, 16 px windows, one template) in folder, with its class-name files.
+
+    class_names maps a names-file stem to its text; benchmarks is the protocol's `benchmarks` mapping.
+    """
+    import yaml
+
+    (folder / "names").mkdir(exist_ok=True)
+    for stem, text in class_names.items():
+        (folder / "names" / f"{stem}.txt").write_text(text)
+    (folder / "templates.txt").write_text("a photo of a {}.\n")
+    protocol = {
+        "name": name,
+        "image": {"resize": {"short": 24, "long_max": 64}, "mean": [120, 115, 100], "std": [60, 60, 60]},
+        "inference": {"mode": "slide", "crop": 16, "stride": 8},
+        "text": {"templates": "templates.txt", "aggregation": "mean_normalised"},
+        "benchmarks": benchmarks,
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(protocol, sort_keys=False))
+    return path

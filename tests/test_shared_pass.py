@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import Tensor
 
 from benchmark.cli import main
@@ -20,7 +19,7 @@ from benchmark.data import load_card
 from benchmark.protocol import load_protocol
 from benchmark.runner import EvalSettings, shared_image_groups
 from tests.conftest import TOY_SIZES
-from tests.fakedata import write_card, write_fake_dataset
+from tests.fakedata import write_card, write_fake_dataset, write_toy_protocol
 from tests.toy_method import ToyMethod
 
 NUMBERS = ("miou", "aacc", "macc", "per_class_iou", "per_class_acc", "confusion_matrix")
@@ -65,25 +64,14 @@ def shared_world(tmp_path: Path) -> dict[str, Path]:
     write_fake_dataset(load_card(with_bg), data, count, sizes=TOY_SIZES, seed=2)
     write_fake_dataset(load_card(plain), data, count, sizes=TOY_SIZES, seed=1)  # its images replace toyset_bg's
     write_fake_dataset(load_card(other), data, count, sizes=TOY_SIZES, seed=3)
-    (folder / "names").mkdir()
-    (folder / "names" / "toyset.txt").write_text("sky\ngrass, lawn\ncat\ndog, puppy\n")
-    (folder / "names" / "toyset_bg.txt").write_text("cat\ndog\n")
-    (folder / "names" / "other.txt").write_text("sky\ncat\n")
-    (folder / "templates.txt").write_text("a photo of a {}.\n")
-    protocol = {
-        "name": "toyshared",
-        "image": {"resize": {"short": 24, "long_max": 64}, "mean": [120, 115, 100], "std": [60, 60, 60]},
-        "inference": {"mode": "slide", "crop": 16, "stride": 8},
-        "text": {"templates": "templates.txt", "aggregation": "mean_normalised"},
-        "benchmarks": {
-            "toyset": {"dataset": "toyset.yaml", "classes": "names/toyset.txt"},
-            "other": {"dataset": "other.yaml", "classes": "names/other.txt"},
-            "toyset_bg": {"dataset": "toyset_bg.yaml", "classes": "names/toyset_bg.txt",
-                          "background": {"rule": "threshold"}, "method_settings": {"offset": 1.0}},
-        },
-    }
-    (folder / "toyshared.yaml").write_text(yaml.safe_dump(protocol, sort_keys=False))
-    return {"protocol": folder / "toyshared.yaml", "data": data, "root": tmp_path}
+    names = {"toyset": "sky\ngrass, lawn\ncat\ndog, puppy\n", "toyset_bg": "cat\ndog\n", "other": "sky\ncat\n"}
+    protocol = write_toy_protocol(folder, "toyshared", names, {
+        "toyset": {"dataset": "toyset.yaml", "classes": "names/toyset.txt"},
+        "other": {"dataset": "other.yaml", "classes": "names/other.txt"},
+        "toyset_bg": {"dataset": "toyset_bg.yaml", "classes": "names/toyset_bg.txt",
+                      "background": {"rule": "threshold"}, "method_settings": {"offset": 1.0}},
+    })
+    return {"protocol": protocol, "data": data, "root": tmp_path}
 
 
 def run_eval(world: dict[str, Path], results: str, *extra: str) -> int:
