@@ -23,6 +23,28 @@ def _options(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
+def _settings(pairs: list[str]) -> dict[str, Any]:
+    """`--set a=1 --set views.flip=0` -> {"a": 1, "views": {"flip": 0}} (values read as YAML)."""
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        parts = key.split(".")
+        if not sep or not all(parts) or len(parts) > 2:
+            raise BenchmarkError(f"--set {pair!r}: expected key=value or section.key=value")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise BenchmarkError(f"--set {pair!r}: the value is not YAML ({error})") from None
+        if len(parts) == 1:
+            settings[key] = parsed
+        else:
+            section = settings.setdefault(parts[0], {})
+            if not isinstance(section, dict):
+                raise BenchmarkError(f"--set {pair!r}: {parts[0]!r} was already given a value")
+            section[parts[1]] = parsed
+    return settings
+
+
 def _csv(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
@@ -199,7 +221,7 @@ def cmd_train_clips4(args: argparse.Namespace) -> int:
 
     summary = train_clips4(Path(args.images), Path(args.out), clip_model=args.clip_model,
                            clip_pretrained=args.clip_pretrained, known_classes=known_class_names(args.classes),
-                           **_train_common(args))
+                           settings=_settings(args.set), **_train_common(args))
     print(yaml.safe_dump(summary, sort_keys=False, default_flow_style=None).strip())
     return 0
 
@@ -359,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     clips4 = trainer("clips4", "train CLIP-S4 on unlabeled images", "--images", "a folder of unlabeled images")
     clips4.add_argument("--classes", required=True,
                         help="known class names 'a,b,c', or PROTOCOL:BENCHMARK for that benchmark's (seen) names")
+    clips4.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="training setting of methods/clips4/defaults.yaml, e.g. image_size=448 or teacher.scale=2 "
+                             "(repeatable)")
     clips4.set_defaults(func=cmd_train_clips4)
 
     demo = commands.add_parser("demo", help="offline demo: synthetic world, tiny CLIP, every method, leaderboard")

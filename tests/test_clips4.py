@@ -375,3 +375,79 @@ def test_eval_tcl8_voc21_on_vit_b16_shapes(tmp_path):
     assert "voc21" in done.stdout
     records = list((tmp_path / "results").rglob("*.json"))
     assert records
+
+
+# ---- the teacher's windows ----------------------------------------------------------------------
+
+
+def test_teacher_window_starts_end_flush():
+    from methods.clips4.teacher import window_starts
+
+    assert window_starts(64, 64, 64) == [0]
+    assert window_starts(128, 64, 64) == [0, 64]
+    assert window_starts(160, 64, 32) == [0, 32, 64, 96]
+    assert window_starts(136, 64, 64) == [0, 64, 72]
+
+
+def test_teacher_at_scale_one_on_one_window_is_maskclip_dense_features(tiny_backbone):
+    from methods.clip_dense import dense_features
+    from methods.clips4.teacher import RECIPE, MaskClipTeacher
+
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    expected = F.normalize(dense_features(tiny_backbone.visual, images, RECIPE).permute(0, 3, 1, 2), dim=1)
+    assert torch.allclose(MaskClipTeacher(tiny_backbone.visual)(images), expected, atol=1e-6)
+
+
+def test_teacher_tiles_the_magnified_image_with_clip_sized_windows(tiny_backbone):
+    from methods.clips4.teacher import MaskClipTeacher
+
+    images = torch.randn(1, 3, 48, 64, generator=torch.Generator().manual_seed(1))
+    single = MaskClipTeacher(tiny_backbone.visual)
+    magnified = F.interpolate(images, size=(96, 128), mode="bilinear", align_corners=False)
+    features = MaskClipTeacher(tiny_backbone.visual, scale=2.0, step=1.0)(images)
+    assert features.shape[-2:] == (12, 16)
+    # rows start at 0 and 32 (flush with the end), columns at 0 and 64: each patch takes the mean over its windows
+    top_left = single(magnified[:, :, 0:64, 0:64])
+    bottom_right = single(magnified[:, :, 32:96, 64:128])
+    assert torch.allclose(features[..., 0:4, 0:8], top_left[..., 0:4, :], atol=1e-5)
+    assert torch.allclose(features[..., 8:12, 8:16], bottom_right[..., 4:8, :], atol=1e-5)
+    bottom_left = single(magnified[:, :, 32:96, 0:64])
+    overlap = F.normalize(top_left[..., 4:8, :] + bottom_left[..., 0:4, :], dim=1)
+    assert torch.allclose(features[..., 4:8, 0:8], overlap, atol=1e-5)
+
+
+def test_teacher_step_outside_one_window_is_a_config_error(tiny_backbone):
+    from benchmark.errors import ConfigError
+    from methods.clips4.teacher import MaskClipTeacher
+
+    assert MaskClipTeacher(tiny_backbone.visual, step=0.3).stride == 16  # 19.2 px rounded to whole 8 px patches
+    with pytest.raises(ConfigError, match="teacher.step"):
+        MaskClipTeacher(tiny_backbone.visual, step=1.5)
+    with pytest.raises(ConfigError, match="teacher.scale"):
+        MaskClipTeacher(tiny_backbone.visual, scale=0)
+    with pytest.raises(ConfigError, match="take numbers"):
+        MaskClipTeacher(tiny_backbone.visual, scale="twice")
+
+
+def test_train_cli_set_overrides_settings_and_refuses_unknown_keys(tmp_path, tiny_backbone, capsys):
+    from benchmark.cli import main
+
+    clip_file = tmp_path / "tiny.pt"
+    torch.save(tiny_backbone.model.state_dict(), clip_file)
+    _write_images(tmp_path / "images", 2, 32)
+    command = ["train", "clips4", "--images", str(tmp_path / "images"), "--clip-model", tiny_backbone.name,
+               "--clip-pretrained", str(clip_file), "--classes", "red,blue", "--steps", "1", "--batch-size", "2",
+               "--no-progress"]
+    tiny = ["image_size=32", "view_size=32", "contrast_pixels=64", "segments_per_image=3", "kmeans_iterations=2",
+            "unknown_prototypes=2", "superpixels.n_segments=16", "superpixels.iterations=2", "teacher.scale=1.5"]
+    sets = [arg for pair in tiny for arg in ("--set", pair)]
+    assert main([*command, "--out", str(tmp_path / "c.pt"), *sets]) == 0
+    settings = torch.load(tmp_path / "c.pt", weights_only=True)["clips4"]["settings"]
+    assert settings["image_size"] == 32 and settings["superpixels"]["n_segments"] == 16
+    assert settings["teacher"] == {"scale": 1.5, "step": 0.5}
+
+    assert main([*command, "--out", str(tmp_path / "d.pt"), "--set", "teacher.zoom=2"]) == 2
+    assert "no keys ['zoom']" in capsys.readouterr().err
+    assert main([*command, "--out", str(tmp_path / "d.pt"), "--set", "image_size"]) == 2
+    assert "expected key=value" in capsys.readouterr().err
+    assert not (tmp_path / "d.pt").exists()

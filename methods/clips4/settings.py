@@ -12,7 +12,7 @@ import yaml
 from benchmark.errors import ConfigError
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
-NESTED = ("network", "views", "superpixels", "loss_weights")
+NESTED = ("network", "views", "superpixels", "loss_weights", "teacher")
 
 
 EMBEDDING_LOSSES = ("cosine", "contrastive")

@@ -1,4 +1,10 @@
-"""The dense CLIP teacher: CLIP's image tower run the MaskCLIP way (methods/maskclip.py, authors' recipe)."""
+"""The dense CLIP teacher: CLIP's image tower run the MaskCLIP way (methods/maskclip.py, authors' recipe).
+
+The teacher looks at the image magnified ``scale`` times, through windows of CLIP's own input size
+(MaskCLIP's sliding-window inference), so CLIP never sees an interpolated position embedding and
+small textures cover several patches. Windows step by a fraction ``step`` of the window, rounded to
+whole patches; a patch covered by several windows takes the mean of their features.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +12,69 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from benchmark.errors import ConfigError
 from methods.clip_dense import dense_features
 from methods.maskclip import VARIANTS
 
 RECIPE = VARIANTS["authors"]
+WINDOWS_PER_FORWARD = 256  # bounds the teacher's activation memory at real scale
+
+
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Window offsets along one side: every `stride`, the last one flush with the end."""
+    if size <= window:
+        return [0]
+    starts = list(range(0, size - window, stride))
+    return [*starts, size - window]
 
 
 class MaskClipTeacher(nn.Module):
-    """Frozen; images whose sides are multiples of the patch size -> unit patch features [B,D,h,w]."""
+    """Frozen; normalised images [B,3,H,W] -> unit patch features [B,D,h,w] of the image magnified `scale` times.
 
-    def __init__(self, visual: nn.Module) -> None:
+    Windows step by `step` times CLIP's input size, rounded to whole patches (1: no overlap)."""
+
+    def __init__(self, visual: nn.Module, scale: float = 1.0, step: float = 1.0) -> None:
         super().__init__()
         self.visual = visual
         self.visual.requires_grad_(False)
+        self.patch = int(visual.patch_size[0])
+        self.window = int(visual.image_size[0])
+        try:
+            scale, step = float(scale), float(step)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"CLIP-S4 settings teacher.scale and teacher.step take numbers: {error}") from None
+        if not scale > 0:
+            raise ConfigError(f"CLIP-S4 setting teacher.scale must be positive, got {scale}")
+        if not 0 < step <= 1:
+            raise ConfigError(f"CLIP-S4 setting teacher.step must be in (0, 1] (a fraction of the window), got {step}")
+        self.scale = scale
+        self.stride = max(self.patch, round(self.window * step / self.patch) * self.patch)
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
+        height, width = images.shape[-2:]
+        scaled_h = max(self.patch, round(height * self.scale / self.patch) * self.patch)
+        scaled_w = max(self.patch, round(width * self.scale / self.patch) * self.patch)
+        if (scaled_h, scaled_w) != (height, width):
+            images = F.interpolate(images, size=(scaled_h, scaled_w), mode="bilinear", align_corners=False)
+        if scaled_h <= self.window and scaled_w <= self.window:
+            return self._encode(images)
+        patch, window = self.patch, self.window
+        rows = window_starts(scaled_h, window, self.stride)
+        cols = window_starts(scaled_w, window, self.stride)
+        crops = torch.stack([images[:, :, y:y + window, x:x + window] for y in rows for x in cols], dim=1)
+        batch = images.shape[0]
+        windows = crops.flatten(0, 1).split(WINDOWS_PER_FORWARD)
+        features = torch.cat([self._encode(chunk) for chunk in windows]).unflatten(0, (batch, len(rows) * len(cols)))
+        grid = window // patch
+        sums = features.new_zeros(batch, features.shape[2], scaled_h // patch, scaled_w // patch)
+        counts = features.new_zeros(1, 1, scaled_h // patch, scaled_w // patch)
+        for index, (y, x) in enumerate((y, x) for y in rows for x in cols):
+            cell_y, cell_x = y // patch, x // patch
+            sums[:, :, cell_y:cell_y + grid, cell_x:cell_x + grid] += features[:, index]
+            counts[:, :, cell_y:cell_y + grid, cell_x:cell_x + grid] += 1
+        return F.normalize(sums / counts, dim=1)
+
+    def _encode(self, images: Tensor) -> Tensor:
         features = dense_features(self.visual, images, RECIPE).permute(0, 3, 1, 2)
         return F.normalize(features.float(), dim=1)

@@ -174,7 +174,7 @@ def _train(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         network = PixelEmbedder(network_config, clip.visual).to(device)
-    teacher = MaskClipTeacher(clip.visual).to(device).eval()
+    teacher = MaskClipTeacher(clip.visual, **config["teacher"]).to(device).eval()
     bank = PrototypeBank(
         known, config["unknown_prototypes"], config["prototype_momentum"], unknown_margin=config["unknown_margin"]
     ).to(device)
