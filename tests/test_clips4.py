@@ -380,15 +380,6 @@ def test_eval_tcl8_voc21_on_vit_b16_shapes(tmp_path):
 # ---- the teacher's windows ----------------------------------------------------------------------
 
 
-def test_teacher_window_starts_end_flush():
-    from methods.clips4.teacher import window_starts
-
-    assert window_starts(64, 64, 64) == [0]
-    assert window_starts(128, 64, 64) == [0, 64]
-    assert window_starts(160, 64, 32) == [0, 32, 64, 96]
-    assert window_starts(136, 64, 64) == [0, 64, 72]
-
-
 def test_teacher_at_scale_one_on_one_window_is_maskclip_dense_features(tiny_backbone):
     from methods.clip_dense import dense_features
     from methods.clips4.teacher import RECIPE, MaskClipTeacher

@@ -13,19 +13,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmark.errors import ConfigError
+from benchmark.inference import slide_windows
 from methods.clip_dense import dense_features
 from methods.maskclip import VARIANTS
 
 RECIPE = VARIANTS["authors"]
 WINDOWS_PER_FORWARD = 256  # bounds the teacher's activation memory at real scale
-
-
-def window_starts(size: int, window: int, stride: int) -> list[int]:
-    """Window offsets along one side: every `stride`, the last one flush with the end."""
-    if size <= window:
-        return [0]
-    starts = list(range(0, size - window, stride))
-    return [*starts, size - window]
 
 
 class MaskClipTeacher(nn.Module):
@@ -59,20 +52,18 @@ class MaskClipTeacher(nn.Module):
             images = F.interpolate(images, size=(scaled_h, scaled_w), mode="bilinear", align_corners=False)
         if scaled_h <= self.window and scaled_w <= self.window:
             return self._encode(images)
-        patch, window = self.patch, self.window
-        rows = window_starts(scaled_h, window, self.stride)
-        cols = window_starts(scaled_w, window, self.stride)
-        crops = torch.stack([images[:, :, y:y + window, x:x + window] for y in rows for x in cols], dim=1)
+        patch = self.patch
+        windows = slide_windows(scaled_h, scaled_w, self.window, self.stride)
+        crops = torch.stack([images[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in windows], dim=1)
         batch = images.shape[0]
-        windows = crops.flatten(0, 1).split(WINDOWS_PER_FORWARD)
-        features = torch.cat([self._encode(chunk) for chunk in windows]).unflatten(0, (batch, len(rows) * len(cols)))
-        grid = window // patch
+        chunks = crops.flatten(0, 1).split(WINDOWS_PER_FORWARD)
+        features = torch.cat([self._encode(chunk) for chunk in chunks]).unflatten(0, (batch, len(windows)))
         sums = features.new_zeros(batch, features.shape[2], scaled_h // patch, scaled_w // patch)
         counts = features.new_zeros(1, 1, scaled_h // patch, scaled_w // patch)
-        for index, (y, x) in enumerate((y, x) for y in rows for x in cols):
-            cell_y, cell_x = y // patch, x // patch
-            sums[:, :, cell_y:cell_y + grid, cell_x:cell_x + grid] += features[:, index]
-            counts[:, :, cell_y:cell_y + grid, cell_x:cell_x + grid] += 1
+        for index, (y1, y2, x1, x2) in enumerate(windows):
+            cells = (slice(None), slice(None), slice(y1 // patch, y2 // patch), slice(x1 // patch, x2 // patch))
+            sums[cells] += features[:, index]
+            counts[cells] += 1
         return F.normalize(sums / counts, dim=1)
 
     def _encode(self, images: Tensor) -> Tensor:
