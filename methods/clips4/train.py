@@ -47,19 +47,6 @@ def state_path(out: Path) -> Path:
     return out.with_name(out.name + ".state")
 
 
-def _distributed(device: str) -> tuple[int, int, str]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, device
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if device.startswith("cuda"):
-        device = f"cuda:{local}"
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-    return rank, world, device
-
-
 def _run_key(meta: dict[str, Any]) -> str:
     keys = ("network", "clip_model", "clip_sha256", "known_classes", "templates", "settings", "seed", "steps",
             "batch_size", "world_size", "images_digest")
@@ -131,7 +118,10 @@ def train_clips4(
     total_steps, batch = config["steps"], config["batch_size"]
     if total_steps < 1 or batch < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {total_steps} and {batch}")
-    rank, world, device = _distributed(device)
+    from benchmark.runner import init_distributed
+
+    shard, device = init_distributed(device)
+    rank, world = shard.rank, shard.world
     previous_threads = torch.get_num_threads()
     if not device.startswith("cuda"):
         torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
