@@ -1,23 +1,64 @@
-"""Files replaced in one step: a reader sees the old file or the new one, never a half-written one."""
+"""Files replaced in one step: a reader sees the old file or the new one, never a half-written one.
+
+Every writer goes through `replace_atomically`: the content goes to a temporary file
+`.<name>.[<owner>.]<random>.tmp` beside the target, is flushed to disk (fsync), renamed over the
+target, and the folder entry is flushed too. A writer that fails removes its temporary file; one
+killed before the rename leaves it behind, and the next holder of the same claim removes it
+(`results.record_lock` for records, with `owner` the claim's tag).
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 
-def replace_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
-    """`write` fills a temporary file beside `path`, which then replaces `path`; on failure no temporary is left."""
+def replace_atomically(path: str | os.PathLike, write: Callable[[Path], None], owner: str = "") -> None:
+    """`write` fills a temporary file beside `path`, which then replaces `path` durably."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # ".tmp": what cleanups of stale files look for
+    prefix = f".{path.name}.{owner}." if owner else f".{path.name}."
+    descriptor, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
+    os.close(descriptor)
+    temporary = Path(name)
     try:
         write(temporary)
+        _fsync(temporary, os.O_RDONLY)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+    _fsync(path.parent, os.O_RDONLY)
+
+
+def _fsync(path: Path, flags: int) -> None:
+    descriptor = os.open(path, flags)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def write_json_atomic(path: str | os.PathLike, content: Any, owner: str = "") -> None:
+    """JSON (indent 1, keys in insertion order, NaN written as NaN) to `path`, atomically."""
+
+    def write(temporary: Path) -> None:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(content, handle, indent=1, sort_keys=False, allow_nan=True)
+            handle.write("\n")
+
+    replace_atomically(path, write, owner)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    replace_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    replace_atomically(path, lambda temporary: temporary.write_bytes(data))
 
 
 def save_torch_atomically(path: str | os.PathLike, content: Any) -> None:

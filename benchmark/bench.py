@@ -39,9 +39,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmark.data import BenchmarkDataset, DatasetCard, list_samples, single_item
 from benchmark.errors import ConfigError, DataError
+from benchmark.eval_settings import EvalSettings
 from benchmark.inference import (
     ImagePreprocessor,
     PreparedImage,
+    ScoreHead,
     SlidingWindowPredictor,
     apply_background,
     class_scores,
@@ -49,10 +51,13 @@ from benchmark.inference import (
     restrict_to_classes,
     windows_for,
 )
+from benchmark.method_run import MethodRun
 from benchmark.metrics import scores_from_matrix
 from benchmark.numerics import precision_mode
+from benchmark.policy import resolve_background_value
 from benchmark.protocol import BenchmarkSpec, Protocol
-from benchmark.runner import EvalSettings, MethodRun, TextBankCache, evaluate_benchmark, resolve_background_value
+from benchmark.runner import evaluate_benchmark
+from benchmark.text_banks import TextBankCache
 from benchmark.yamlio import check_fields, load_yaml_mapping
 from methods.base import SegMethod
 
@@ -395,7 +400,7 @@ def engine_predictions(
     card = spec.dataset
     samples = list_samples(card, data_root)
     dataset = BenchmarkDataset(card, samples, list(range(len(samples))), ImagePreprocessor(spec.image))
-    predictor = SlidingWindowPredictor(method, bank, spec, background_value, batch_size, device, precision)
+    predictor = SlidingWindowPredictor(method, [ScoreHead(spec, bank, background_value)], batch_size, device, precision)
     dtype = torch.uint8 if card.num_classes < 256 else torch.int16
     maps: list[Tensor] = []
     for item in torch.utils.data.DataLoader(dataset, batch_size=1, collate_fn=single_item):
@@ -427,6 +432,63 @@ class BenchSettings:
     compile: bool = False  # torch.compile the engine's forward; the reference loop stays eager
 
 
+@dataclass
+class _Measurements:
+    engine_runs: list[LoopResult]
+    reference_runs: list[LoopResult]
+    flops: float | None
+    agreement: float | None  # pixel agreement of the engine at its precision with fp32; None at fp32
+
+
+def _measure(run: MethodRun, protocol: Protocol, precision: str, spec: BenchmarkSpec, settings: BenchSettings,
+             folder: Path, sizes: list[tuple[int, int]]) -> _Measurements:
+    """Warm-up, then the engine and the reference loop timed `repeat` times each, alternating."""
+    method, device = run.method, torch.device(settings.device)
+    engine_protocol = replace(protocol, precision=precision)
+    data_root = folder / "data"
+    banks = TextBankCache()
+
+    def engine(results: str, limit: int | None) -> dict[str, Any]:
+        eval_settings = EvalSettings(
+            data_root=data_root, results_root=folder / results, batch_size=settings.batch_size,
+            device=str(device), limit=limit, allow_incomplete=True, workers=settings.workers,
+            save_every_s=math.inf, progress=False, compile=settings.compile,
+        )
+        return evaluate_benchmark(run, engine_protocol, spec, eval_settings, banks=banks)
+
+    def engine_loop() -> LoopResult:
+        record = engine("results", None)
+        shutil.rmtree(folder / "results")
+        matrix = np.asarray(record["confusion_matrix"], dtype=np.int64)
+        loop = LoopResult(record["dataset"]["images"], crop_count(spec, sizes), record["seconds"], matrix)
+        loop.record = record
+        return loop
+
+    background_value = resolve_background_value(method, protocol, spec)
+    if settings.warmup > 0:
+        engine("warmup", settings.warmup)
+    method.setup(engine_protocol, spec)
+    bank = banks.get(method, protocol, spec)
+    reference_run = partial(reference_loop, method, bank, spec, background_value, data_root, device, settings.workers)
+    if settings.warmup > 0:
+        reference_run(settings.warmup)
+    engine_runs, reference_runs = [], []
+    for _ in range(settings.repeat):
+        engine_runs.append(_measured(engine_loop, device))
+        reference_runs.append(_measured(reference_run, device))
+    flops = flops_per_crop(method, bank, spec, device)
+    agreement = None
+    if precision != "fp32":
+        maps = [
+            engine_predictions(method, bank, spec, background_value, data_root, device, settings.batch_size, mode)
+            for mode in ("fp32", precision)
+        ]
+        agreement = pixel_agreement(*maps)
+    if settings.profile_dir is not None:
+        profile_loops(settings.profile_dir, {"engine": engine_loop, "reference": reference_run})
+    return _Measurements(engine_runs, reference_runs, flops, agreement)
+
+
 def run_bench(run: MethodRun, protocol: Protocol, benchmark: str, settings: BenchSettings) -> dict[str, Any]:
     """Engine and reference loop on the same synthetic images; the result as a JSON-ready dict."""
     if settings.images < 1:
@@ -435,57 +497,15 @@ def run_bench(run: MethodRun, protocol: Protocol, benchmark: str, settings: Benc
         raise ConfigError(f"--repeat must be at least 1, got {settings.repeat}")
     (spec,) = protocol.select([benchmark])
     precision = settings.precision or protocol.precision
-    engine_protocol = replace(protocol, precision=precision)
     card = spec.dataset
-    size_range = size_range_for(card)
     device = torch.device(settings.device)
     method = run.method.to(device).eval()
-    banks = TextBankCache()
     with tempfile.TemporaryDirectory(prefix="zsbench-bench-") as folder:
-        data_root = Path(folder) / "data"
-        sizes = write_synthetic_split(card, size_range, settings.images, settings.seed, data_root)
-
-        def engine(results: str, limit: int | None) -> dict[str, Any]:
-            eval_settings = EvalSettings(
-                data_root=data_root, results_root=Path(folder) / results, batch_size=settings.batch_size,
-                device=str(device), limit=limit, allow_incomplete=True, workers=settings.workers,
-                save_every_s=math.inf, progress=False, compile=settings.compile,
-            )
-            return evaluate_benchmark(run, engine_protocol, spec, eval_settings, banks=banks)
-
-        def engine_loop() -> LoopResult:
-            record = engine("results", None)
-            shutil.rmtree(Path(folder) / "results")
-            matrix = np.asarray(record["confusion_matrix"], dtype=np.int64)
-            loop = LoopResult(record["dataset"]["images"], crop_count(spec, sizes), record["seconds"], matrix)
-            loop.record = record
-            return loop
-
-        background_value = resolve_background_value(method, protocol, spec)
-        if settings.warmup > 0:
-            engine("warmup", settings.warmup)
-        bank = banks.get(method, protocol, spec)
-        if settings.warmup > 0:
-            reference_loop(method, bank, spec, background_value, data_root, device, settings.workers, settings.warmup)
-        engine_runs, reference_runs = [], []
-        for _ in range(settings.repeat):
-            engine_runs.append(_measured(engine_loop, device))
-            reference_runs.append(_measured(
-                partial(reference_loop, method, bank, spec, background_value, data_root, device, settings.workers),
-                device,
-            ))
-        flops = flops_per_crop(method, bank, spec, device)
-        agreement = None
-        if precision != "fp32":
-            maps = [
-                engine_predictions(method, bank, spec, background_value, data_root, device, settings.batch_size, mode)
-                for mode in ("fp32", precision)
-            ]
-            agreement = pixel_agreement(*maps)
-        if settings.profile_dir is not None:
-            reference_run = partial(reference_loop, method, bank, spec, background_value, data_root, device,
-                                    settings.workers)
-            profile_loops(settings.profile_dir, {"engine": engine_loop, "reference": reference_run})
+        sizes = write_synthetic_split(card, size_range_for(card), settings.images, settings.seed, Path(folder) / "data")
+        measured = _measure(run, protocol, precision, spec, settings, Path(folder), sizes)
+    engine_runs, reference_runs, flops, agreement = (
+        measured.engine_runs, measured.reference_runs, measured.flops, measured.agreement
+    )
     engine_result, reference = LoopResult.best_of(engine_runs), LoopResult.best_of(reference_runs)
     record = engine_result.record
     identical = all(np.array_equal(loop.matrix, reference.matrix) for loop in [*engine_runs, *reference_runs])

@@ -15,11 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import paths
+from benchmark.cli_args import add_method_group, add_roots_group, add_running_group, comma_list, method_run
 from benchmark.errors import BenchmarkError
-
-
-def _csv(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
 def _published_entries(args: argparse.Namespace) -> list[Any] | None:
@@ -37,7 +34,7 @@ def _select(records: list[dict[str, Any]], args: argparse.Namespace) -> tuple[li
     """Records of --protocol (its current hash where the protocol loads), full ones unless --partial."""
     from benchmark.protocol import load_protocol, protocol_path
 
-    benchmarks = _csv(args.benchmarks)
+    benchmarks = comma_list(args.benchmarks)
     if not args.partial:
         records = [r for r in records if not r.get("partial")]
     if not args.protocol:
@@ -127,7 +124,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     settings = ReproduceSettings(
         data_root=paths.data_root(args.data_root), weights_root=paths.weights_root(args.weights_root),
         results_root=paths.results_root(args.results), device=args.device, batch_size=args.batch_size,
-        workers=args.workers, tolerance=args.tolerance, methods=_csv(args.methods), dry_run=args.dry_run,
+        workers=args.workers, tolerance=args.tolerance, methods=comma_list(args.methods), dry_run=args.dry_run,
         progress=not args.no_progress,
     )
     report = reproduce(published, settings)
@@ -144,7 +141,6 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from benchmark.cli import make_method_run
     from benchmark.data import read_image
     from benchmark.protocol import load_protocol
     from benchmark.visualize import parse_classes, predict_image, save_overlay
@@ -154,7 +150,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise BenchmarkError("--classes: give at least one class name, e.g. --classes 'cat,dog,grass'")
     protocol = load_protocol(args.protocol)
     image = read_image(Path(args.image))
-    run = make_method_run(args)
+    run = method_run(args)
     prediction, names = predict_image(run.method, protocol, image, classes, args.benchmark, args.threshold,
                                       args.device, args.batch_size)
     out = save_overlay(image, prediction, names, Path(args.out), args.alpha)
@@ -190,19 +186,22 @@ def _table_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--title", default="zsseg-bench leaderboard", help="page title (md, html, json)")
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:
-    """Registers the table commands on the `zsbench` parser."""
+def add_leaderboard_command(commands: argparse._SubParsersAction) -> None:
     board = commands.add_parser("leaderboard", help="tables of the records in results folders")
     board.add_argument("--results", action="append", metavar="DIR",
                        help="results folder (repeatable; default: $ZSSEG_RESULTS or ./results)")
     _table_options(board)
     board.set_defaults(func=cmd_leaderboard)
 
+
+def add_build_command(commands: argparse._SubParsersAction) -> None:
     build = commands.add_parser("build", help="merge records from several folders or machines into one table")
     build.add_argument("sources", nargs="+", metavar="RESULTS", help="results folders or record files")
     _table_options(build)
     build.set_defaults(func=cmd_build)
 
+
+def add_reproduce_command(commands: argparse._SubParsersAction) -> None:
     repro = commands.add_parser("reproduce", help="run published entries whose weights and data are present")
     repro.add_argument("--published", action="append", metavar="FILE",
                        help="published file(s) (default: leaderboard/published*.yaml)")
@@ -211,19 +210,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     repro.add_argument("--methods", help="only entries of these methods (comma-separated)")
     repro.add_argument("--dry-run", action="store_true", help="list what would run and what is missing")
     repro.add_argument("--strict", action="store_true", help="also fail when an entry is missing or not runnable")
-    repro.add_argument("--device", default="cpu")
-    repro.add_argument("--batch-size", type=int, default=16)
-    repro.add_argument("--workers", type=int, default=2)
-    repro.add_argument("--data-root", help="data root (default: $ZSSEG_DATA or ./data)")
-    repro.add_argument("--weights-root", help="weights root (default: $ZSSEG_WEIGHTS or ~/.cache/zsseg)")
-    repro.add_argument("--results", help="results folder (default: $ZSSEG_RESULTS or ./results)")
-    repro.add_argument("--no-progress", action="store_true")
+    running = add_running_group(repro)
+    running.add_argument("--batch-size", type=int, default=16)
+    running.add_argument("--workers", type=int, default=2)
+    add_roots_group(repro, "data", "weights", "results")
     repro.set_defaults(func=cmd_reproduce)
 
+
+def add_predict_command(commands: argparse._SubParsersAction) -> None:
     predict = commands.add_parser("predict", help="segment one image with given class names; colour overlay")
-    predict.add_argument("--method", required=True, help="registered name or package.module:ClassName")
-    predict.add_argument("--checkpoint", help="weights file for the method")
-    predict.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="method option")
+    add_method_group(predict, opt_help="method option")
     predict.add_argument("--image", required=True)
     predict.add_argument("--classes", required=True, help='comma-separated names, | for synonyms: "cat,dog|puppy"')
     predict.add_argument("--out", required=True, help="overlay PNG to write")
@@ -232,11 +228,19 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--threshold", type=float,
                          help="add a background class: a constant channel at this score (TCL: 0.5, 0.4 with PAMR)")
     predict.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
-    predict.add_argument("--device", default="cpu")
-    predict.add_argument("--batch-size", type=int, default=16)
-    predict.add_argument("--weights-root", help="weights root (default: $ZSSEG_WEIGHTS or ~/.cache/zsseg)")
+    add_running_group(predict, progress=False).add_argument("--batch-size", type=int, default=16)
+    add_roots_group(predict, "weights")
     predict.set_defaults(func=cmd_predict)
 
+
+def add_check_published_command(commands: argparse._SubParsersAction) -> None:
     check = commands.add_parser("check-published", help="validate leaderboard/published*.yaml")
     check.add_argument("files", nargs="*", help="files to check (default: leaderboard/published*.yaml)")
     check.set_defaults(func=cmd_check_published)
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Registers the table commands on the `zsbench` parser."""
+    for add_command in (add_leaderboard_command, add_build_command, add_reproduce_command, add_predict_command,
+                        add_check_published_command):
+        add_command(commands)

@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmark.data import list_samples, read_label
+from benchmark.demo_assets import DemoAssets, demo_options_for
+from benchmark.eval_settings import EvalSettings
 from benchmark.leaderboard import miou_table
+from benchmark.method_run import MethodRun
 from benchmark.protocol import Protocol, load_protocol
 from benchmark.registry import build_method, get_method_class, list_methods
-from benchmark.runner import EvalSettings, MethodRun, evaluate
+from benchmark.runner import evaluate
 
 DEMO_PROTOCOL = "synthetic"
 CHANCE_METHODS = ("chance-uniform", "chance-majority")
-
-
-@dataclass(frozen=True)
-class DemoAssets:
-    world: Path  # the generated synthetic world
-    captions: Path  # its caption split (images + captions.jsonl)
-    clip_model: str  # open_clip model name of the tiny CLIP
-    clip_checkpoint: Path  # its weights, in open_clip's state-dict format
-    weights_dir: Path  # where methods cache the tiny versions they train
-    seed: int
-    device: str
 
 
 def prepare_assets(data_root: Path, weights_root: Path, seed: int, device: str, progress: bool) -> DemoAssets:
@@ -63,9 +54,9 @@ def demo_runs(assets: DemoAssets, protocol: Protocol, data_root: Path) -> list[t
     for name in list_methods():
         if name in CHANCE_METHODS:
             continue
-        options = get_method_class(name).demo_options(assets)
-        if options is not None:
-            runs.append((name, options))
+        entry = demo_options_for(name)
+        if entry is not None:
+            runs.append((name, entry(assets)))
     runs.append(("chance-uniform", {"seed": assets.seed}))
     runs.append(("chance-majority", {"majority": majority_classes(protocol, data_root)}))
     return runs

@@ -172,7 +172,7 @@ class SlidingWindowPredictor:
     """Streams images in, batches crops across images, stitches, and yields label maps in order.
 
     Only the images whose windows are still in flight are held, so memory does not grow with the
-    split; results do not depend on the batch size. With `more` heads (benchmarks that share the
+    split; results do not depend on the batch size. With several `heads` (benchmarks that share the
     images and their geometry), the method's image side runs once per crop (`encode_crops`) and
     each head is scored from it (`score`): the label maps are those of separate runs.
     """
@@ -180,27 +180,27 @@ class SlidingWindowPredictor:
     def __init__(
         self,
         method: SegMethod,
-        bank: Any,
-        spec: BenchmarkSpec,
-        background_value: float | None,
+        heads: Sequence[ScoreHead],
         batch_size: int = 16,
         device: torch.device | str = "cpu",
         precision: str = "fp32",
-        more: Sequence[ScoreHead] = (),
-        activate: Callable[[], None] | None = None,
         compile_model: bool = False,
     ) -> None:
+        if not heads:
+            raise ValueError("SlidingWindowPredictor needs at least one head")
         self.method = method
+        self.heads = list(heads)
+        shared = len(self.heads) > 1
         # torch.compile of the method's forward (fuses ops; changes fp32 rounding at the 1e-5 level)
         wrap = torch.compile if compile_model else (lambda function: function)
         self._predict_masks = wrap(method.predict_masks)
-        self._encode_crops = wrap(method.encode_crops) if more else None
-        self.heads = [ScoreHead(spec, bank, background_value, activate), *more]
-        if more and not method.scores_from_features():
+        self._encode_crops = wrap(method.encode_crops) if shared else None
+        if shared and not method.scores_from_features():
             raise ValueError(f"method {method.name!r} has no encode_crops/score hooks: one head per run")
-        if more and any(head.activate is None for head in self.heads):
+        if shared and any(head.activate is None for head in self.heads):
             raise ValueError("several heads share the method: each needs its `activate` (the method's setup)")
-        for head in more:
+        spec = self.heads[0].spec
+        for head in self.heads[1:]:
             if head.spec.image != spec.image or head.spec.inference != spec.inference:
                 raise ValueError(
                     f"benchmarks {spec.name!r} and {head.spec.name!r} resize or window their images differently"

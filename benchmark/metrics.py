@@ -9,12 +9,20 @@ from torch import Tensor
 
 
 class ConfusionMatrix:
-    """Rows: ground truth, columns: prediction, summed over a whole split; int64 on any device."""
+    """Rows: ground truth, columns: prediction, summed over a whole split; int64 on any device.
+
+    The metric owns its state, as torchmetrics' metrics do: `update` adds one prediction, `all_reduce`
+    sums the state over the processes of torch.distributed (its reduction: sum), `state_dict` /
+    `load_state_dict` save and resume it, `reset` empties it, `compute` turns it into scores.
+    """
 
     def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str = "cpu") -> None:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+
+    def reset(self) -> None:
+        self.matrix.zero_()
 
     def update(self, pred: Tensor, label: Tensor) -> None:
         """pred, label: integer tensors of one shape; label pixels equal to ignore_index are skipped."""
@@ -27,15 +35,23 @@ class ConfusionMatrix:
         counts = torch.bincount(label[keep] * k + pred[keep], minlength=k * k)
         self.matrix += counts.reshape(k, k)
 
-    def merge(self, other: Tensor) -> None:
-        self.matrix += other.to(self.matrix.device, torch.int64)
-
     def all_reduce(self) -> None:
         """Sum over the processes of torch.distributed (no-op when it is not initialised)."""
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM)
+
+    def state_dict(self) -> dict[str, list[list[int]]]:
+        """The state as plain lists (JSON-ready): {"matrix": [[...], ...]}."""
+        return {"matrix": self.matrix.cpu().tolist()}
+
+    def load_state_dict(self, state: dict[str, list[list[int]]]) -> None:
+        """Restores a `state_dict`; raises ValueError when it does not fit this metric's classes."""
+        matrix = torch.tensor(state["matrix"], dtype=torch.int64, device=self.matrix.device)
+        if matrix.shape != self.matrix.shape:
+            raise ValueError(f"saved confusion matrix {tuple(matrix.shape)} does not fit {tuple(self.matrix.shape)}")
+        self.matrix = matrix
 
     def compute(self) -> SegScores:
         return scores_from_matrix(self.matrix)

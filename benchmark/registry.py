@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import pkgutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import entry_points
+from typing import Any
 
 from benchmark.errors import BenchmarkError
 from methods.base import SegMethod
@@ -13,7 +16,18 @@ from methods.base import SegMethod
 ENTRY_POINT_GROUP = "zsseg_bench.methods"
 
 _registry: dict[str, type[SegMethod]] = {}
+_trainers: dict[str, Trainer] = {}
 _discovered = False
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """A `zsbench train NAME` command that a method family offers; registered where the family trains."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]  # the command's own flags
+    run: Callable[[argparse.Namespace], dict[str, Any]]  # trains; returns the summary printed as YAML
 
 
 class MethodNotFoundError(BenchmarkError, LookupError):
@@ -52,6 +66,20 @@ def _discover() -> None:
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         cls = entry.load()
         register_method(entry.name)(cls)
+
+
+def register_trainer(trainer: Trainer) -> Trainer:
+    existing = _trainers.get(trainer.name)
+    if existing is not None and existing.run.__qualname__ != trainer.run.__qualname__:
+        raise ValueError(f"trainer name {trainer.name!r} is taken by {existing.run.__module__}")
+    _trainers[trainer.name] = trainer
+    return trainer
+
+
+def list_trainers() -> list[Trainer]:
+    """Every registered trainer, by name (the method packages are imported first)."""
+    _discover()
+    return [_trainers[name] for name in sorted(_trainers)]
 
 
 def list_methods() -> list[str]:

@@ -190,9 +190,11 @@ class _GroupRunner:
         return [outcomes[id(entry)] for entry in self.entries]
 
     def _evaluate(self, protocol: Any, ready: dict[str, list[PublishedEntry]]) -> list[Outcome]:
+        from benchmark.eval_settings import EvalSettings
+        from benchmark.method_run import MethodRun
         from benchmark.registry import MethodNotFoundError, build_method, get_method_class
         from benchmark.results import record_path, run_folder
-        from benchmark.runner import EvalSettings, MethodRun, evaluate
+        from benchmark.runner import evaluate
 
         entries = [entry for group in ready.values() for entry in group]
         if self.settings.dry_run:

@@ -6,44 +6,15 @@ import contextlib
 import fcntl
 import glob
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from benchmark.atomic import write_json_atomic
 from benchmark.errors import BenchmarkError
 
 RECORD_SCHEMA = 1
-
-
-def write_json_atomic(path: Path, content: Any, owner: str = "") -> None:
-    """Readers see the old file or the new one, never a half-written one.
-
-    The temporary file is `.<name>.<owner>.<random>.tmp`; a writer killed before the rename leaves it
-    behind, and the next holder of the same claim (`record_lock`) removes it.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{path.name}.{owner}." if owner else f".{path.name}."
-    descriptor, temp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump(content, handle, indent=1, sort_keys=False, allow_nan=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def read_json(path: Path) -> Any:
@@ -68,7 +39,7 @@ def state_path(folder: Path, benchmark: str, rank: int, world: int) -> Path:
 
 
 def claim_owner(rank: int, world: int) -> str:
-    """The tag of the temporary files written under one claim (see write_json_atomic)."""
+    """The tag of the temporary files written under one claim (see benchmark.atomic)."""
     return f"r{rank}of{world}"
 
 
@@ -102,15 +73,16 @@ def record_lock(folder: Path, benchmark: str, rank: int, world: int) -> Iterator
 
 
 class PartialState:
-    """Confusion matrix over the first `done` images of a shard, the seconds spent, the files skipped."""
+    """A benchmark's progress on one shard: the metric's state over the first `done` images, the
+    seconds spent, the files skipped; saved under `key` (what must match for a resume)."""
 
     def __init__(
-        self, key: dict[str, Any], matrix: torch.Tensor, done: int = 0, seconds: float = 0.0,
+        self, key: dict[str, Any], metric: dict[str, Any] | None = None, done: int = 0, seconds: float = 0.0,
         skipped: dict[int, str] | None = None,
     ) -> None:
         self.key = key
-        self.matrix = matrix
-        self.done = done  # shard positions [0, done) are in the matrix or in `skipped`
+        self.metric = metric  # the metric's state_dict(); None before the first save
+        self.done = done  # shard positions [0, done) are in the metric or in `skipped`
         self.seconds = seconds
         self.skipped = skipped or {}  # shard position -> why its files were skipped (--skip-bad)
 
@@ -118,23 +90,21 @@ class PartialState:
         write_json_atomic(path, {
             "key": self.key, "done": self.done, "seconds": self.seconds,
             "skipped": [[position, why] for position, why in sorted(self.skipped.items()) if position < self.done],
-            "matrix": self.matrix.cpu().tolist(),
+            "metric": self.metric,
         }, owner)
 
     @classmethod
-    def load_or_new(cls, path: Path, key: dict[str, Any], matrix: torch.Tensor) -> PartialState:
+    def load_or_new(cls, path: Path, key: dict[str, Any]) -> PartialState:
         """Resume from `path` if it was saved for the same key; else start from zero."""
         if path.exists():
             try:
                 saved = json.loads(path.read_text(encoding="utf-8"))
-                if saved.get("key") == key:
-                    loaded = torch.tensor(saved["matrix"], dtype=torch.int64, device=matrix.device)
-                    if loaded.shape == matrix.shape:
-                        skipped = {int(position): str(why) for position, why in saved.get("skipped", [])}
-                        return cls(key, loaded, int(saved["done"]), float(saved["seconds"]), skipped)
+                if saved.get("key") == key and isinstance(saved.get("metric"), dict):
+                    skipped = {int(position): str(why) for position, why in saved.get("skipped", [])}
+                    return cls(key, saved["metric"], int(saved["done"]), float(saved["seconds"]), skipped)
             except (OSError, ValueError, KeyError, TypeError):
                 pass
-        return cls(key, matrix)
+        return cls(key)
 
 
 def load_records(sources: list[Path]) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from benchmark.data import DatasetCard
-from benchmark.inference import ImagePreprocessor, PreparedImage, SlidingWindowPredictor
+from benchmark.inference import ImagePreprocessor, PreparedImage, ScoreHead, SlidingWindowPredictor
 from benchmark.protocol import BackgroundSpec, Protocol
 from methods.base import SegMethod
 
@@ -196,8 +196,9 @@ def predict_image(
     spec = replace(base, name="image", dataset=card, class_names=names, background=rule, split=None)
     method.to(device).eval()
     method.setup(protocol, spec)
-    bank = method.encode_classes([list(s) for s in names], list(protocol.text.templates))
-    predictor = SlidingWindowPredictor(method, bank, spec, threshold, batch_size, device, protocol.precision)
+    bank = method.encode_classes([list(s) for s in names], protocol.text)
+    predictor = SlidingWindowPredictor(method, [ScoreHead(spec, bank, threshold)], batch_size, device,
+                                       protocol.precision)
     tensor = ImagePreprocessor(spec.image)(image)
     dummy_label = torch.zeros(image.shape[:2], dtype=torch.int64)
     item = PreparedImage(0, "image", tensor, dummy_label)

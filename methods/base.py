@@ -9,70 +9,98 @@ import torch
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
-    from benchmark.demo import DemoAssets
-    from benchmark.protocol import BenchmarkSpec, Protocol
+    from benchmark.protocol import BenchmarkSpec, Protocol, TextSpec
 
 
 class SegMethod(abc.ABC):
     """A zero-shot segmenter seen by the engine.
 
-    The engine owns resize, windows, stitching, synonym max-pooling, background, argmax and
-    the metric; a method only turns normalised crops and a text bank into per-name scores.
+    The engine owns resize, windows, stitching, synonym max-pooling, background, argmax and the
+    metric; a method only turns normalised crops and a text bank into per-name scores. The life of
+    a method in one run, per benchmark of the protocol::
+
+        background_value(protocol, benchmark, rule)   once per benchmark, where the protocol leaves it open
+        trained_classes()                             once per benchmark with a zero-shot split
+        setup(protocol, benchmark)                    per-benchmark settings (logit scale, PAMR, ...)
+        encode_classes(names, protocol.text)          -> bank; cached per (names, text) for the run
+        for each batch of crops [B,3,h,w]:
+            score(encode_crops(crops), bank)          -> [B,n_names,h',w']  (benchmarks sharing images:
+                                                         encode_crops once, score per benchmark)
+            or predict_masks(crops, bank)             -> [B,n_names,h',w']
+        for each image, scores stitched to label size:
+            refine(image, scores)                     -> [n_names,H,W]  (e.g. PAMR)
+
+    `encode_classes` and `encode_crops` depend only on their arguments and the method's
+    construction, never on `setup`, so their results can be cached and shared across benchmarks;
+    `score`, `predict_masks` and `refine` may use what `setup` set. `config`, `checkpoint_sha256`
+    and `backbone` are stored in every record.
     """
 
     name: ClassVar[str]
     score_kind: ClassVar[str]  # "logits" (softmax across names) or "probs" (independent)
 
-    @classmethod
-    def demo_options(cls, assets: DemoAssets) -> dict[str, Any] | None:
-        """Constructor options to run in the offline demo on the synthetic world, or None to sit it out.
-
-        A learning method trains (and caches under assets.weights_dir) its tiny version here.
-        """
-        return None
-
-    def setup(self, protocol: Protocol, benchmark: BenchmarkSpec) -> None:  # noqa: B027
-        """Called before a benchmark is evaluated; read protocol-dependent settings here."""
+    # ---- required ------------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def encode_classes(self, names: list[list[str]], templates: list[str]) -> Any:
-        """names[k] = the synonyms of class k. Returns an opaque text bank, cached by the runner."""
+    def encode_classes(self, names: list[list[str]], text: TextSpec) -> Any:
+        """The text side, once per class set.
+
+        Args:
+            names: names[k] = the synonyms of prompted class k, in the benchmark's order.
+            text: the protocol's templates (each with `{}` for the name) and aggregation rule.
+        Returns:
+            An opaque text bank, passed back to `predict_masks` / `score`.
+        """
 
     @abc.abstractmethod
     def predict_masks(self, crops: Tensor, bank: Any) -> Tensor:
-        """crops [B,3,h,w] float, normalised as the protocol says.
+        """Scores of one batch of crops.
 
-        Returns scores [B, n_names, h', w'] at any resolution <= crop (the engine upsamples),
-        where n_names counts every synonym of every class in the bank's order.
+        Args:
+            crops: [B,3,h,w] float, normalised as the protocol says.
+            bank: from `encode_classes`.
+        Returns:
+            [B, n_names, h', w'] at any resolution <= (h, w) (the engine upsamples), n_names counting
+            every synonym of every class in the bank's order; multiplied by the method's own logit
+            scale when `score_kind` is "logits". Non-finite values stop the run (NumericalError).
         """
 
-    def encode_crops(self, crops: Tensor) -> Any:
-        """Optional hook, with `score`: the image side of predict_masks, run once for several class sets.
+    # ---- optional engine hooks -----------------------------------------------------------------
 
-        Must not depend on the bank or on `setup`, and score(encode_crops(crops), bank) must equal
-        predict_masks(crops, bank) exactly. Benchmarks that share their images (VOC21/VOC20, ...)
-        are then evaluated in one pass.
+    def setup(self, protocol: Protocol, benchmark: BenchmarkSpec) -> None:  # noqa: B027
+        """Before a benchmark's crops are scored: read its per-benchmark settings (method_settings)."""
+
+    def encode_crops(self, crops: Tensor) -> Any:
+        """The image side of predict_masks, run once for several class sets (with `score`).
+
+        Args:
+            crops: [B,3,h,w] as for `predict_masks`.
+        Returns:
+            Opaque features; must not depend on the bank or on `setup`, and
+            score(encode_crops(crops), bank) must equal predict_masks(crops, bank) exactly.
         """
         raise NotImplementedError
 
     def score(self, features: Any, bank: Any) -> Tensor:
-        """Optional hook, with `encode_crops`: scores [B, n_names, h', w'] of encoded crops against a bank."""
+        """Scores [B, n_names, h', w'] of encoded crops (`encode_crops`) against a bank."""
         raise NotImplementedError
 
-    def scores_from_features(self) -> bool:
-        """Whether the method implements both encode_crops and score."""
-        cls = type(self)
-        return cls.encode_crops is not SegMethod.encode_crops and cls.score is not SegMethod.score
-
     def refine(self, image: Tensor, scores: Tensor) -> Tensor:
-        """Whole-image post-processing of stitched scores [n_names,H,W] at label size.
+        """Whole-image post-processing of the stitched scores.
 
-        image is the resized, normalised image [3,h,w]. Default: no change.
+        Args:
+            image: the resized, normalised image [3,h,w].
+            scores: [n_names, H, W] at label size.
+        Returns:
+            [n_names, H, W]. Default: unchanged.
         """
         return scores
 
+    # ---- policy, asked once per benchmark ------------------------------------------------------
+
     def background_value(self, protocol: Protocol, benchmark: BenchmarkSpec, rule: str) -> float | None:
-        """The threshold this method uses for `rule` where the protocol leaves it open."""
+        """The threshold this method uses for `rule` ("threshold" or "prob_thd") where the protocol
+        leaves it open; None: the method has none (the run then stops with an error)."""
         return None
 
     def trained_classes(self) -> set[str] | None:
@@ -82,8 +110,10 @@ class SegMethod(abc.ABC):
         """
         return None
 
+    # ---- provenance, stored in every record ----------------------------------------------------
+
     def config(self) -> dict[str, Any]:
-        """Settings that decide this method's numbers; stored in every record."""
+        """Settings that decide this method's numbers; part of the run's identity."""
         return {}
 
     def checkpoint_sha256(self) -> str | None:
@@ -91,7 +121,15 @@ class SegMethod(abc.ABC):
         return None
 
     def backbone(self) -> str | None:
+        """A short description of the image backbone, for tables."""
         return None
+
+    # ---- plumbing --------------------------------------------------------------------------------
+
+    def scores_from_features(self) -> bool:
+        """Whether the method implements both encode_crops and score."""
+        cls = type(self)
+        return cls.encode_crops is not SegMethod.encode_crops and cls.score is not SegMethod.score
 
     def modules(self) -> list[nn.Module]:
         """The torch modules to move between devices; default: every nn.Module attribute."""

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 from itertools import accumulate
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from benchmark.registry import register_method
 from methods.base import SegMethod
+
+if TYPE_CHECKING:
+    from benchmark.protocol import BenchmarkSpec, Protocol, TextSpec
 
 
 def _crop_seed(crop: Tensor, seed: int) -> int:
@@ -27,7 +30,7 @@ class UniformChance(SegMethod):
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
 
-    def encode_classes(self, names: list[list[str]], templates: list[str]) -> int:
+    def encode_classes(self, names: list[list[str]], text: TextSpec) -> int:
         return sum(len(synonyms) for synonyms in names)
 
     def predict_masks(self, crops: Tensor, bank: int) -> Tensor:
@@ -37,7 +40,7 @@ class UniformChance(SegMethod):
             scores.append(torch.rand(bank, *crop.shape[-2:], generator=generator))
         return torch.stack(scores).to(crops.device)
 
-    def background_value(self, protocol: Any, benchmark: Any, rule: str) -> float | None:
+    def background_value(self, protocol: Protocol, benchmark: BenchmarkSpec, rule: str) -> float | None:
         """The constant that the max of K-1 uniform scores falls below with probability 1/K."""
         classes = len(benchmark.class_names) + (1 if rule == "threshold" else 0)
         if rule == "threshold":
@@ -58,7 +61,7 @@ class MajorityClass(SegMethod):
         self.majority = dict(majority)
         self.target_name: int | None = None
 
-    def setup(self, protocol: Any, benchmark: Any) -> None:
+    def setup(self, protocol: Protocol, benchmark: BenchmarkSpec) -> None:
         if benchmark.name not in self.majority:
             raise ValueError(f"chance-majority: no majority class given for benchmark {benchmark.name!r}")
         class_id = self.majority[benchmark.name]
@@ -66,7 +69,7 @@ class MajorityClass(SegMethod):
         first_names = [0, *accumulate(len(s) for s in benchmark.class_names)]
         self.target_name = None if prompted < 0 else first_names[prompted]
 
-    def encode_classes(self, names: list[list[str]], templates: list[str]) -> int:
+    def encode_classes(self, names: list[list[str]], text: TextSpec) -> int:
         return sum(len(synonyms) for synonyms in names)
 
     def predict_masks(self, crops: Tensor, bank: int) -> Tensor:
@@ -75,7 +78,7 @@ class MajorityClass(SegMethod):
             scores[:, self.target_name] = 1.0
         return scores
 
-    def background_value(self, protocol: Any, benchmark: Any, rule: str) -> float | None:
+    def background_value(self, protocol: Protocol, benchmark: BenchmarkSpec, rule: str) -> float | None:
         return 0.5
 
     def config(self) -> dict[str, Any]:

@@ -9,8 +9,9 @@ positional embeddings resized with scale_factor (h + 0.1) / 14.
 
 from __future__ import annotations
 
+from benchmark.demo_assets import register_demo_options
 from benchmark.registry import register_method
-from methods.clip_baseline import ClipBaseline
+from methods.clip_baseline import ClipBaseline, tiny_clip_options
 from methods.clip_dense import DenseRecipe
 
 
@@ -20,3 +21,6 @@ class ClearCLIP(ClipBaseline):
     recipe = DenseRecipe(
         attention="qq", residual=False, ffn=False, patch_rule="pad_center", position_rule="scale_factor"
     )
+
+
+register_demo_options(ClearCLIP.name, tiny_clip_options)

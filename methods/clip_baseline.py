@@ -9,7 +9,6 @@ Settings, from strongest to weakest:
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -19,19 +18,18 @@ import torch.nn.functional as F
 import yaml
 from torch import Tensor
 
+from benchmark.demo_assets import DemoAssets
 from benchmark.errors import BenchmarkError
-from methods.base import SegMethod
 from methods.clip_backbone import ClipBackbone, load_clip
 from methods.clip_dense import CropFeatures, DenseRecipe, crop_features, feature_cosines
-from methods.clip_text import TextBank, build_text_bank, text_bank_store
-from methods.pamr import PamrSettings, pamr
+from methods.clip_text import TextBank, text_bank_store
+from methods.clip_text_method import ClipTextMethod
+from methods.pamr import pamr, pamr_settings
 
 if TYPE_CHECKING:
-    from benchmark.demo import DemoAssets
     from benchmark.protocol import BenchmarkSpec, Protocol
 
 DEFAULTS_FILE = Path(__file__).with_name("clip_baselines.yaml")
-DEFAULT_AGGREGATION = "mean_normalised"
 
 
 @lru_cache(maxsize=1)
@@ -39,31 +37,12 @@ def baseline_defaults() -> dict[str, dict[str, Any]]:
     return yaml.safe_load(DEFAULTS_FILE.read_text(encoding="utf-8"))
 
 
-def pamr_settings(value: Any) -> PamrSettings | None:
-    """None/False: off; True: 10 steps at dilations (8, 16); a mapping: {steps, dilations}."""
-    if value is None or value is False:
-        return None
-    if value is True:
-        return PamrSettings()
-    if isinstance(value, dict):
-        unknown = set(value) - {"steps", "dilations"}
-        if unknown:
-            raise ValueError(f"pamr settings take steps and dilations, not {sorted(unknown)}")
-        default = PamrSettings()
-        settings = PamrSettings(
-            int(value.get("steps", default.steps)), tuple(int(d) for d in value.get("dilations", default.dilations))
-        )
-        return settings if settings.steps > 0 else None
-    raise ValueError(f"pamr must be null, a boolean or a mapping {{steps, dilations}}, got {value!r}")
+def tiny_clip_options(assets: DemoAssets) -> dict[str, Any]:
+    """On the synthetic world: the tiny CLIP, loaded like any CLIP weights file."""
+    return {"model": assets.clip_model, "pretrained": str(assets.clip_checkpoint)}
 
 
-def dataset_name(benchmark: Any) -> str | None:
-    """The benchmark's dataset card name (BenchmarkSpec.dataset is a card; a plain name also works)."""
-    dataset = getattr(benchmark, "dataset", None)
-    return getattr(dataset, "name", dataset)
-
-
-class ClipBaseline(SegMethod):
+class ClipBaseline(ClipTextMethod):
     """A frozen CLIP whose last image block follows `recipe`; scores are logit-scaled cosines."""
 
     score_kind: ClassVar[str] = "logits"
@@ -92,14 +71,9 @@ class ClipBaseline(SegMethod):
         )
         self.net = self.clip.model
         self.text_store = text_bank_store(text_cache, weights_root)
-        self.aggregation = DEFAULT_AGGREGATION
+        self._checkpoint_sha256 = self.clip.weights_sha256
         self.logit_scale = self.default_logit_scale(None)
         self.pamr = pamr_settings(self.defaults.get("pamr"))
-
-    @classmethod
-    def demo_options(cls, assets: DemoAssets) -> dict[str, Any] | None:
-        """On the synthetic world: the tiny CLIP, loaded like any CLIP weights file."""
-        return {"model": assets.clip_model, "pretrained": str(assets.clip_checkpoint)}
 
     def build_recipe(self, options: dict[str, Any]) -> DenseRecipe:
         """The recipe for the given variant options; the class recipe unless a subclass says otherwise."""
@@ -113,21 +87,12 @@ class ClipBaseline(SegMethod):
         return float(value)
 
     def setup(self, protocol: Protocol, benchmark: BenchmarkSpec) -> None:
-        text = getattr(protocol, "text", None)
-        self.aggregation = getattr(text, "aggregation", None) or DEFAULT_AGGREGATION
-        settings = dict(getattr(benchmark, "method_settings", None) or {})
+        settings = benchmark.method_settings
         if settings.get("logit_scale") is not None:
             self.logit_scale = float(settings["logit_scale"])
         else:
-            self.logit_scale = self.default_logit_scale(dataset_name(benchmark))
+            self.logit_scale = self.default_logit_scale(benchmark.dataset.name)
         self.pamr = pamr_settings(settings["pamr"] if "pamr" in settings else self.defaults.get("pamr"))
-
-    def encode_classes(self, names: list[list[str]], templates: list[str]) -> TextBank:
-        return build_text_bank(self.clip, names, templates, self.aggregation, self.text_store)
-
-    @torch.no_grad()
-    def predict_masks(self, crops: Tensor, bank: TextBank) -> Tensor:
-        return self.score(self.encode_crops(crops), bank)
 
     @torch.no_grad()
     def encode_crops(self, crops: Tensor) -> CropFeatures:
@@ -149,13 +114,11 @@ class ClipBaseline(SegMethod):
         """The method's own prob_thd for the dataset (its configs), or its default (0: no background).
 
         Also used for `threshold`: a constant channel v in front of the class probabilities wins
-        exactly where every probability is below v, the decision prob_thd makes. `area_thd` too.
+        exactly where every probability is below v, the decision prob_thd makes.
         """
-        per_dataset = self.defaults.get("datasets", {}).get(dataset_name(benchmark), {})
+        per_dataset = self.defaults.get("datasets", {}).get(benchmark.dataset.name, {})
         if rule in ("prob_thd", "threshold"):
             return float(per_dataset.get("prob_thd", self.defaults.get("prob_thd", 0.0)))
-        if rule == "area_thd":
-            return per_dataset.get("area_thd")
         return None
 
     def config(self) -> dict[str, Any]:
@@ -166,17 +129,3 @@ class ClipBaseline(SegMethod):
             "options": dict(self.options),
             "defaults": self.defaults,
         }
-
-    def benchmark_config(self) -> dict[str, Any]:
-        """The values in force after the last `setup`."""
-        return {
-            "logit_scale": self.logit_scale,
-            "pamr": asdict(self.pamr) if self.pamr else None,
-            "text_aggregation": self.aggregation,
-        }
-
-    def checkpoint_sha256(self) -> str | None:
-        return self.clip.weights_sha256
-
-    def backbone(self) -> str | None:
-        return self.clip.describe()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch
 from torch import Tensor
 
 from benchmark import paths
+from benchmark.atomic import save_torch_atomically
 from methods.clip_backbone import ClipBackbone
 
 AGGREGATIONS = ("mean_normalised", "mean_unnormalised")
@@ -90,11 +90,7 @@ class TextBankStore:
 
     def save(self, key: str, embeddings: Tensor) -> None:
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            handle, temp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
-            os.close(handle)
-            torch.save(embeddings, temp)
-            os.replace(temp, self.path(key))
+            save_torch_atomically(self.path(key), embeddings)
         except OSError as error:
             warnings.warn(f"text bank not cached in {self.root}: {error}", stacklevel=2)
 

@@ -7,8 +7,9 @@ centre padding and its positional-embedding resize.
 
 from __future__ import annotations
 
+from benchmark.demo_assets import register_demo_options
 from benchmark.registry import register_method
-from methods.clip_baseline import ClipBaseline
+from methods.clip_baseline import ClipBaseline, tiny_clip_options
 from methods.clip_dense import DenseRecipe
 
 
@@ -18,3 +19,6 @@ class VanillaCLIP(ClipBaseline):
     recipe = DenseRecipe(
         attention="qk", residual=True, ffn=True, patch_rule="pad_center", position_rule="scale_factor"
     )
+
+
+register_demo_options(VanillaCLIP.name, tiny_clip_options)

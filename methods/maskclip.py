@@ -25,8 +25,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from benchmark.demo_assets import register_demo_options
 from benchmark.registry import register_method
-from methods.clip_baseline import ClipBaseline
+from methods.clip_baseline import ClipBaseline, tiny_clip_options
 from methods.clip_dense import DenseRecipe
 
 VARIANTS = {
@@ -56,3 +57,6 @@ class MaskCLIP(ClipBaseline):
         if variant not in VARIANTS:
             raise ValueError(f"maskclip variant must be one of {sorted(VARIANTS)}, got {variant!r}")
         return replace(VARIANTS[variant], **TOWER[variant])
+
+
+register_demo_options(MaskCLIP.name, tiny_clip_options)

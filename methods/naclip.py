@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from benchmark.demo_assets import register_demo_options
 from benchmark.registry import register_method
-from methods.clip_baseline import ClipBaseline
+from methods.clip_baseline import ClipBaseline, tiny_clip_options
 from methods.clip_dense import DenseRecipe
 
 
@@ -28,3 +29,6 @@ class NACLIP(ClipBaseline):
 
     def build_recipe(self, options: dict[str, Any]) -> DenseRecipe:
         return replace(self.recipe, gaussian_std=float(options.get("gaussian_std") or self.recipe.gaussian_std))
+
+
+register_demo_options(NACLIP.name, tiny_clip_options)

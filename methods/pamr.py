@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,23 @@ NEIGHBOUR_OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0
 class PamrSettings:
     steps: int = 10
     dilations: tuple[int, ...] = (8, 16)
+
+
+def pamr_settings(value: Any, default: PamrSettings = PamrSettings()) -> PamrSettings | None:  # noqa: B008
+    """A method's `pamr` setting: None/False: off; True: `default`; a mapping {steps, dilations} over
+    `default` (0 steps: off). Raises ValueError for anything else."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return default
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - {"steps", "dilations"})
+        if unknown:
+            raise ValueError(f"pamr settings take steps and dilations, not {unknown}")
+        steps = int(value.get("steps", default.steps))
+        dilations = tuple(int(d) for d in value.get("dilations", default.dilations))
+        return PamrSettings(steps, dilations) if steps > 0 else None
+    raise ValueError(f"pamr must be null, a boolean or a mapping {{steps, dilations}}, got {value!r}")
 
 
 def _shifted(padded: Tensor, pad: int, dy: int, dx: int, height: int, width: int) -> Tensor:

@@ -10,8 +10,9 @@ embeddings resized with scale_factor (h + 0.1) / 14 (interpolate_pos_encoding).
 
 from __future__ import annotations
 
+from benchmark.demo_assets import register_demo_options
 from benchmark.registry import register_method
-from methods.clip_baseline import ClipBaseline
+from methods.clip_baseline import ClipBaseline, tiny_clip_options
 from methods.clip_dense import DenseRecipe
 
 
@@ -19,3 +20,6 @@ from methods.clip_dense import DenseRecipe
 class SCLIP(ClipBaseline):
     name = "sclip"
     recipe = DenseRecipe(attention="qq+kk", residual=True, ffn=True, patch_rule="drop", position_rule="scale_factor")
+
+
+register_demo_options(SCLIP.name, tiny_clip_options)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pstats
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from benchmark import paths
 from benchmark.bench import (
     crop_count,
     load_shapes,
@@ -21,10 +23,11 @@ from benchmark.bench import (
 )
 from benchmark.cli import main
 from benchmark.data import list_cards, list_samples, load_card, read_label
-from benchmark.inference import PreparedImage, SlidingWindowPredictor
-from benchmark.protocol import BackgroundSpec, BenchmarkSpec, ImageSpec, InferenceSpec, load_protocol
+from benchmark.inference import PreparedImage, ScoreHead, SlidingWindowPredictor
+from benchmark.protocol import BackgroundSpec, BenchmarkSpec, ImageSpec, InferenceSpec, TextSpec, load_protocol
 from benchmark.synthetic.tinyclip import MODEL_NAME, create_tiny_clip
 from methods.base import SegMethod
+from tests.factories import make_text
 from tests.toy_method import ToyMethod
 
 LOOP_FIELDS = ("images", "crops", "seconds", "images_per_s", "crops_per_s", "peak_host_bytes", "host_added_bytes",
@@ -137,7 +140,7 @@ class WindowMean(SegMethod):
     name = "window-mean"
     score_kind = "logits"
 
-    def encode_classes(self, names: list[list[str]], templates: list[str]) -> None:
+    def encode_classes(self, names: list[list[str]], text: TextSpec) -> None:
         return None
 
     def predict_masks(self, crops: Tensor, bank: None) -> Tensor:
@@ -186,8 +189,8 @@ def test_reference_loop_equals_the_engine_on_the_toy_method(background, value):
     images = [torch.randn(3, h, w, generator=generator) for h, w in [(20, 37), (16, 16), (9, 30), (33, 21)]]
     labels = [(h * 2, w + 3) for h, w in [(20, 37), (16, 16), (9, 30), (33, 21)]]
     method = ToyMethod()
-    bank = method.encode_classes([list(s) for s in spec.class_names], ["{}"])
-    predictor = SlidingWindowPredictor(method, bank, spec, value, batch_size=5)
+    bank = method.encode_classes([list(s) for s in spec.class_names], make_text())
+    predictor = SlidingWindowPredictor(method, [ScoreHead(spec, bank, value)], batch_size=5)
     engine = []
     for index, (image, size) in enumerate(zip(images, labels, strict=True)):
         engine.extend(predictor.push(PreparedImage(index, str(index), image, torch.zeros(size, dtype=torch.int64))))
@@ -195,3 +198,34 @@ def test_reference_loop_equals_the_engine_on_the_toy_method(background, value):
     for image, size, prediction in zip(images, labels, engine, strict=True):
         pred, _ = reference_predict(method, bank, spec, value, image, size)
         assert torch.equal(pred, prediction.pred)
+
+
+def test_bench_without_warmup_encodes_the_names_with_the_protocols_aggregation(tiny_clip_file, tmp_path,
+                                                                                monkeypatch):
+    """The text bank was built before any setup, with the method's default rule (mean_normalised) where
+    the protocol says mean_unnormalised: bench numbers were not those of `zsbench eval`."""
+    import methods.clip_text
+
+    folder = tmp_path / "protocols"
+    for part in ("templates", "classnames/synthetic"):
+        shutil.copytree(paths.PROTOCOLS_DIR / part, folder / part)
+    text = (paths.PROTOCOLS_DIR / "synthetic.yaml").read_text()
+    text = text.replace("name: synthetic\n", "name: synthagg\n", 1)
+    text = text.replace("aggregation: mean_normalised", "aggregation: mean_unnormalised")
+    (folder / "synthagg.yaml").write_text(text)
+    rules = []
+    encode_names = methods.clip_text.encode_names
+
+    def spy(backbone, names, templates, rule, *args, **kwargs):
+        rules.append(rule)
+        return encode_names(backbone, names, templates, rule, *args, **kwargs)
+
+    monkeypatch.setattr(methods.clip_text, "encode_names", spy)
+    out = tmp_path / "bench.json"
+    code = main([
+        "bench", "--method", "maskclip", "--protocol", str(folder / "synthagg.yaml"), "--benchmark", "synthetic",
+        "--n", "1", "--warmup", "0", "--opt", f"model={MODEL_NAME}", "--opt", f"pretrained={tiny_clip_file}",
+        "--opt", "text_cache=false", "--weights-root", str(tmp_path / "weights"), "--json", str(out),
+    ])
+    assert code == 0 and json.loads(out.read_text())["confusion_identical"]
+    assert rules and set(rules) == {"mean_unnormalised"}

@@ -8,7 +8,6 @@ import math
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import open_clip
@@ -26,10 +25,13 @@ from methods.clip_vanilla import VanillaCLIP
 from methods.maskclip import MaskCLIP
 from methods.naclip import NACLIP
 from methods.sclip import SCLIP
+from tests.factories import make_protocol, make_spec, make_text
 
 CLASSES = {cls.name: cls for cls in (VanillaCLIP, MaskCLIP, SCLIP, ClearCLIP, NACLIP)}
 METHODS = tuple(CLASSES)
 TEMPLATES = ["a photo of a {}.", "a sketch of the {}."]
+TEXT = make_text(TEMPLATES, "mean_normalised")
+PROTOCOL = make_protocol(text=TEXT)
 NAMES = [["sky", "wall"], ["cat"], ["dog", "puppy", "hound"]]
 FLAT = 6
 
@@ -57,8 +59,7 @@ def backbone():
 
 def make(name: str, backbone, **options):
     method = CLASSES[name](backbone=backbone, text_cache=False, **options)
-    protocol = SimpleNamespace(text=SimpleNamespace(aggregation="mean_normalised"))
-    method.setup(protocol, SimpleNamespace(dataset=SimpleNamespace(name="voc20"), method_settings={}))
+    method.setup(PROTOCOL, make_spec(dataset="voc20"))
     return method
 
 
@@ -74,7 +75,7 @@ def cosines(features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("name", METHODS)
 def test_scores_have_one_channel_per_name_on_the_patch_grid(name, backbone):
     method = make(name, backbone)
-    bank = method.encode_classes(NAMES, TEMPLATES)
+    bank = method.encode_classes(NAMES, TEXT)
     scores = method.predict_masks(torch.randn(2, 3, 32, 32), bank)
     assert scores.shape == (2, FLAT, 4, 4)
     assert scores.dtype == torch.float32 and torch.isfinite(scores).all()
@@ -87,13 +88,13 @@ def test_scores_have_one_channel_per_name_on_the_patch_grid(name, backbone):
 )
 def test_crops_off_the_patch_size_drop_or_pad_as_the_reference_does(name, shape, backbone):
     method = make(name, backbone)
-    scores = method.predict_masks(torch.randn(1, 3, 36, 44), method.encode_classes(NAMES, TEMPLATES))
+    scores = method.predict_masks(torch.randn(1, 3, 36, 44), method.encode_classes(NAMES, TEXT))
     assert scores.shape == (1, FLAT, *shape)
 
 
 def test_centre_padding_cuts_the_crop_out_of_the_padded_scores(backbone):
     method = make("clearclip", backbone)
-    bank = method.encode_classes(NAMES, TEMPLATES)
+    bank = method.encode_classes(NAMES, TEXT)
     crop = torch.randn(1, 3, 30, 27)
     padded = F.pad(crop, (2, 3, 1, 1))  # 27 -> 32: left 2, right 3; 30 -> 32: top 1, bottom 1
     expected = F.interpolate(method.predict_masks(padded, bank), size=(32, 32), mode="bilinear", align_corners=False)
@@ -102,29 +103,27 @@ def test_centre_padding_cuts_the_crop_out_of_the_padded_scores(backbone):
 
 def test_logit_scale_comes_from_the_protocol_then_the_dataset_then_the_method(backbone):
     method = SCLIP(backbone=backbone, text_cache=False)
-    protocol = SimpleNamespace(text=SimpleNamespace(aggregation="mean_normalised"))
-    method.setup(protocol, SimpleNamespace(dataset=SimpleNamespace(name="voc21"), method_settings={}))
+    method.setup(PROTOCOL, make_spec(dataset="voc21"))
     assert method.logit_scale == 65.0  # SCLIP configs/cfg_voc21.py
-    method.setup(protocol, SimpleNamespace(dataset=SimpleNamespace(name="ade20k"), method_settings={}))
+    method.setup(PROTOCOL, make_spec(dataset="ade20k"))
     assert method.logit_scale == 40.0
-    method.setup(protocol, SimpleNamespace(dataset=SimpleNamespace(name="voc21"), method_settings={"logit_scale": 7}))
+    method.setup(PROTOCOL, make_spec(dataset="voc21", method_settings={"logit_scale": 7}))
     assert method.logit_scale == 7.0
     clip = VanillaCLIP(backbone=backbone, text_cache=False)
     assert clip.logit_scale == pytest.approx(backbone.model.logit_scale.exp().item())
 
 
 def test_background_values_are_the_methods_own_per_dataset(backbone):
-    voc21 = SimpleNamespace(dataset=SimpleNamespace(name="voc21"))
-    assert make("clearclip", backbone).background_value(None, voc21, "prob_thd") == 0.5
-    assert make("sclip", backbone).background_value(None, voc21, "prob_thd") == 0.1
-    assert make("sclip", backbone).background_value(None, voc21, "area_thd") == 0.1
-    assert make("naclip", backbone).background_value(None, voc21, "threshold") == 0.1
-    synthetic = SimpleNamespace(dataset=SimpleNamespace(name="synthetic_bg"))
-    assert make("clearclip", backbone).background_value(None, synthetic, "threshold") == 0.5
-    assert make("maskclip", backbone).background_value(None, synthetic, "threshold") == 0.5
-    unlisted = SimpleNamespace(dataset=SimpleNamespace(name="ade20k"))
-    assert make("sclip", backbone).background_value(None, unlisted, "prob_thd") == 0.0
-    assert make("clip", backbone).background_value(None, voc21, "names") is None
+    voc21 = make_spec(dataset="voc21")
+    assert make("clearclip", backbone).background_value(PROTOCOL, voc21, "prob_thd") == 0.5
+    assert make("sclip", backbone).background_value(PROTOCOL, voc21, "prob_thd") == 0.1
+    assert make("naclip", backbone).background_value(PROTOCOL, voc21, "threshold") == 0.1
+    synthetic = make_spec(dataset="synthetic_bg")
+    assert make("clearclip", backbone).background_value(PROTOCOL, synthetic, "threshold") == 0.5
+    assert make("maskclip", backbone).background_value(PROTOCOL, synthetic, "threshold") == 0.5
+    unlisted = make_spec(dataset="ade20k")
+    assert make("sclip", backbone).background_value(PROTOCOL, unlisted, "prob_thd") == 0.0
+    assert make("clip", backbone).background_value(PROTOCOL, voc21, "names") is None
 
 
 def test_naclip_refines_with_pamr_and_the_others_do_not(backbone):
@@ -162,7 +161,7 @@ def mmseg_block_input(visual, crops: torch.Tensor, eps: float = 1e-6) -> torch.T
 def test_maskclip_is_the_value_path_through_ln_post_and_proj(backbone):
     visual, crops = backbone.visual, torch.randn(2, 3, 32, 32)
     method = make("maskclip", backbone, variant="clearclip")
-    bank = method.encode_classes(NAMES, TEMPLATES)
+    bank = method.encode_classes(NAMES, TEXT)
     block = visual.transformer.resblocks[-1]
     with torch.no_grad():
         x = block_input(visual, crops)
@@ -177,7 +176,7 @@ def test_maskclip_authors_runs_mmsegs_vit_gelu_and_layer_norm_eps(backbone):
     """The authors' mmseg ViT: value path with residual and FFN, exact GELU and eps 1e-6 in the whole tower."""
     visual, crops = backbone.visual, torch.randn(2, 3, 32, 32)
     method = make("maskclip", backbone)
-    bank = method.encode_classes(NAMES, TEMPLATES)
+    bank = method.encode_classes(NAMES, TEXT)
     block = visual.transformer.resblocks[-1]
 
     def norm(module, x):
@@ -201,7 +200,7 @@ def test_maskclip_authors_runs_mmsegs_vit_gelu_and_layer_norm_eps(backbone):
 @pytest.mark.parametrize("name", METHODS)
 def test_tower_overrides_at_the_models_own_values_change_nothing(name, backbone):
     method = make(name, backbone)
-    bank = method.encode_classes(NAMES, TEMPLATES)
+    bank = method.encode_classes(NAMES, TEXT)
     crops = torch.randn(2, 3, 32, 32)
     base = replace(method.active_recipe, activation=None, layer_norm_eps=None)
     with torch.no_grad():
@@ -225,7 +224,7 @@ def test_recipe_identity_leaves_out_unset_tower_overrides():
 def test_vanilla_clip_equals_open_clips_own_tokens(backbone):
     visual, crops = backbone.visual, torch.randn(2, 3, 32, 32)
     method = make("clip", backbone)
-    bank = method.encode_classes(NAMES, TEMPLATES)
+    bank = method.encode_classes(NAMES, TEXT)
     with torch.no_grad():
         tokens = visual.ln_post(visual.transformer(visual._embeds(crops))[:, 1:]) @ visual.proj
     assert torch.allclose(method.predict_masks(crops, bank) / method.logit_scale, cosines(tokens, bank.embeddings),
@@ -348,8 +347,7 @@ def test_text_aggregation_rules():
 @pytest.mark.parametrize("rule", ["mean_normalised", "mean_unnormalised"])
 def test_text_bank_follows_the_protocols_aggregation(rule, backbone):
     method = make("clearclip", backbone)
-    method.setup(SimpleNamespace(text=SimpleNamespace(aggregation=rule)), SimpleNamespace(dataset=None))
-    bank = method.encode_classes(NAMES, TEMPLATES)
+    bank = method.encode_classes(NAMES, make_text(TEMPLATES, rule))
     assert bank.names == ("sky", "wall", "cat", "dog", "puppy", "hound")
     assert bank.name_to_class == (0, 0, 1, 2, 2, 2)
     with torch.no_grad():
@@ -393,7 +391,7 @@ def scores_of(backbone, name: str = "sclip", size: int = 40) -> torch.Tensor:
     torch.manual_seed(7)
     crops = torch.randn(1, 3, size, size)
     method = make(name, backbone)
-    return method.predict_masks(crops, method.encode_classes(NAMES, TEMPLATES))
+    return method.predict_masks(crops, method.encode_classes(NAMES, TEXT))
 
 
 def test_state_dict_and_torchscript_archive_load_to_identical_scores(tmp_path):

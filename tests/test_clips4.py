@@ -31,6 +31,7 @@ from methods.clips4.network import NetworkConfig, PixelEmbedder
 from methods.clips4.prototypes import PrototypeBank
 from methods.clips4.segments import form_segments, segment_embeddings
 from methods.clips4.superpixels import slic
+from tests.factories import make_text
 
 
 def unit(*rows: list[float]) -> torch.Tensor:
@@ -225,7 +226,7 @@ def test_adapter_shapes(tiny_backbone):
     assert scores.shape == (2, 3, 32, 32)
     odd = method.predict_masks(torch.randn(1, 3, 50, 70), _text_bank(4, dim))
     assert odd.shape == (1, 4, 25, 35) and torch.isfinite(odd).all()
-    bank = method.encode_classes([["sky"], ["circle", "disc"]], ["a photo of a {}."])
+    bank = method.encode_classes([["sky"], ["circle", "disc"]], make_text(["a photo of a {}."]))
     assert bank.embeddings.shape == (3, dim)
 
 

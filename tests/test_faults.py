@@ -29,11 +29,12 @@ import torch
 import yaml
 from PIL import Image
 
+from benchmark.atomic import write_json_atomic
 from benchmark.data import load_card
 from benchmark.errors import CheckpointError, ConfigError
 from benchmark.paths import REPO_ROOT
 from benchmark.protocol import load_protocol
-from benchmark.results import RECORD_SCHEMA, write_json_atomic
+from benchmark.results import RECORD_SCHEMA
 from tests.fakedata import write_card, write_fake_dataset
 from tests.test_runner import NUMBERS, _window_count, records_under, run_cli
 from tests.toy_method import ToyMethod
@@ -70,7 +71,7 @@ def check_results_folder(results: Path, reference: dict[str, dict], context: str
     for file in results.rglob("*.json"):
         content = json.loads(file.read_text())  # never half-written
         if file.name.startswith("."):
-            assert {"key", "done", "matrix"} <= set(content), (context, file)
+            assert {"key", "done", "metric"} <= set(content), (context, file)
             continue
         assert file.name in reference, (context, f"unexpected record {file}")
         assert content["schema"] == RECORD_SCHEMA and set(reference[file.name]) <= set(content), (context, file)

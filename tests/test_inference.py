@@ -7,6 +7,7 @@ import torch
 
 from benchmark.inference import (
     PreparedImage,
+    ScoreHead,
     SlidingWindowPredictor,
     apply_background,
     class_scores,
@@ -15,6 +16,7 @@ from benchmark.inference import (
     slide_windows,
 )
 from benchmark.protocol import BackgroundSpec, BenchmarkSpec, ImageSpec, InferenceSpec
+from tests.factories import make_text
 from tests.toy_method import ToyMethod
 
 
@@ -92,8 +94,8 @@ def make_spec(names, background=NO_BACKGROUND, mode="slide", crop=16, stride=8, 
 
 
 def run_predictor(method, spec, images, batch_size):
-    bank = method.encode_classes([list(s) for s in spec.class_names], ["{}"])
-    predictor = SlidingWindowPredictor(method, bank, spec, None, batch_size=batch_size)
+    bank = method.encode_classes([list(s) for s in spec.class_names], make_text())
+    predictor = SlidingWindowPredictor(method, [ScoreHead(spec, bank, None)], batch_size=batch_size)
     out = []
     for i, image in enumerate(images):
         label = torch.zeros(image.shape[1:], dtype=torch.int64)
@@ -119,7 +121,7 @@ def test_stitching_averages_overlaps_against_a_direct_computation():
     image = torch.randn(3, 20, 28, generator=torch.Generator().manual_seed(3))
     spec = make_spec([["a"], ["b"], ["c"]], crop=16, stride=8)
     method = ToyMethod()
-    bank = method.encode_classes([["a"], ["b"], ["c"]], ["{}"])
+    bank = method.encode_classes([["a"], ["b"], ["c"]], make_text())
     total = torch.zeros(3, 20, 28)
     count = torch.zeros(20, 28)
     for y1, y2, x1, x2 in slide_windows(20, 28, 16, 8):

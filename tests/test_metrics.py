@@ -1,6 +1,8 @@
+import json
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from benchmark.metrics import ConfusionMatrix
@@ -50,3 +52,19 @@ def test_ignored_pixels_do_not_count_as_predictions():
     matrix.update(torch.tensor([1, 1, 0]), torch.tensor([255, 1, 0]))
     assert matrix.matrix.tolist() == [[1, 0], [0, 1]]
     assert matrix.compute().miou == 1.0
+
+
+def test_the_metric_owns_its_state_save_resume_and_reset():
+    first = ConfusionMatrix(3, 255)
+    first.update(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 2, 2, 255]))
+    state = first.state_dict()
+    assert state == {"matrix": [[1, 0, 0], [0, 0, 0], [0, 1, 1]]}
+    resumed = ConfusionMatrix(3, 255)
+    resumed.load_state_dict(json.loads(json.dumps(state)))  # what a saved partial state holds
+    resumed.update(torch.tensor([1]), torch.tensor([1]))
+    first.update(torch.tensor([1]), torch.tensor([1]))
+    assert torch.equal(resumed.matrix, first.matrix)
+    with pytest.raises(ValueError, match="does not fit"):
+        ConfusionMatrix(4).load_state_dict(state)
+    resumed.reset()
+    assert resumed.matrix.sum() == 0 and resumed.matrix.shape == (3, 3)

@@ -8,10 +8,12 @@ import pytest
 
 from benchmark import registry
 from benchmark.cli import main
+from benchmark.eval_settings import EvalSettings
+from benchmark.method_run import MethodRun
 from benchmark.paths import REPO_ROOT
 from benchmark.protocol import load_protocol
 from benchmark.registry import build_method, get_method_class
-from benchmark.runner import EvalSettings, MethodRun, evaluate
+from benchmark.runner import evaluate
 from tests.toy_method import ToyMethod
 
 NUMBERS = ("miou", "aacc", "macc", "per_class_iou", "per_class_acc", "confusion_matrix")
@@ -47,7 +49,7 @@ def test_records_match_an_independent_recount_of_predictions(toy_world):
     import numpy as np
 
     from benchmark.data import BenchmarkDataset, list_samples
-    from benchmark.inference import ImagePreprocessor, PreparedImage, SlidingWindowPredictor
+    from benchmark.inference import ImagePreprocessor, PreparedImage, ScoreHead, SlidingWindowPredictor
 
     protocol = load_protocol(toy_world["protocol"])
     spec = protocol.benchmarks["toyset"]
@@ -56,10 +58,10 @@ def test_records_match_an_independent_recount_of_predictions(toy_world):
     (record,) = evaluate(MethodRun(method, {}, None), protocol, ["toyset"], settings)
     samples = list_samples(spec.dataset, toy_world["data"])
     dataset = BenchmarkDataset(spec.dataset, samples, list(range(len(samples))), ImagePreprocessor(spec.image))
-    bank = method.encode_classes([list(s) for s in spec.class_names], list(protocol.text.templates))
+    bank = method.encode_classes([list(s) for s in spec.class_names], protocol.text)
     matrix = np.zeros((4, 4), int)
     for item in dataset:
-        predictor = SlidingWindowPredictor(method, bank, spec, None, batch_size=1)
+        predictor = SlidingWindowPredictor(method, [ScoreHead(spec, bank, None)], batch_size=1)
         prepared = PreparedImage(item["index"], item["stem"], item["image"], item["label"])
         (prediction,) = [*predictor.push(prepared), *predictor.flush()]
         label, pred = item["label"].numpy(), prediction.pred.numpy()

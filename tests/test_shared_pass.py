@@ -16,8 +16,9 @@ from torch import Tensor
 
 from benchmark.cli import main
 from benchmark.data import load_card
+from benchmark.eval_settings import EvalSettings
 from benchmark.protocol import load_protocol
-from benchmark.runner import EvalSettings, shared_image_groups
+from benchmark.selection import select_samples, shared_image_groups
 from tests.conftest import TOY_SIZES
 from tests.fakedata import write_card, write_fake_dataset, write_toy_protocol
 from tests.toy_method import ToyMethod
@@ -89,12 +90,13 @@ def records_under(folder: Path) -> dict[str, dict]:
 def test_benchmarks_over_the_same_images_are_grouped_in_protocol_order(shared_world):
     protocol = load_protocol(shared_world["protocol"])
     settings = EvalSettings(data_root=shared_world["data"])
-    groups = shared_image_groups(protocol.select(None), ToyShared(), settings)
-    assert [[spec.name for spec in group] for group in groups] == [["toyset", "toyset_bg"], ["other"]]
-    alone = shared_image_groups(protocol.select(None), ToyMethod(), settings)  # no hooks: no groups
-    assert [[spec.name for spec in group] for group in alone] == [["toyset"], ["other"], ["toyset_bg"]]
+    selections = [select_samples(spec, settings) for spec in protocol.select(None)]
+    groups = shared_image_groups(selections, ToyShared(), settings)
+    assert [[chosen.spec.name for chosen in group] for group in groups] == [["toyset", "toyset_bg"], ["other"]]
+    alone = shared_image_groups(selections, ToyMethod(), settings)  # no hooks: no groups
+    assert [[chosen.spec.name for chosen in group] for group in alone] == [["toyset"], ["other"], ["toyset_bg"]]
     off = EvalSettings(data_root=shared_world["data"], shared_pass=False)
-    assert len(shared_image_groups(protocol.select(None), ToyShared(), off)) == 3
+    assert len(shared_image_groups(selections, ToyShared(), off)) == 3
 
 
 def test_one_pass_gives_the_numbers_of_separate_runs_and_encodes_each_crop_once(shared_world):

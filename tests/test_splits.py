@@ -50,7 +50,7 @@ def test_seen_unseen_and_harmonic_mean_on_a_hand_made_matrix():
     # 4 classes; seen 0, 1; unseen 2, 3.  I = diag, U = row + column - I:
     # IoU = [1/2, 2/3, 1/3, 0/2], S = 7/12, U = 1/6.
     matrix = ConfusionMatrix(4)
-    matrix.merge(torch.tensor([[1, 1, 0, 0], [0, 2, 0, 0], [0, 0, 1, 1], [0, 0, 1, 0]]))
+    matrix.load_state_dict({"matrix": [[1, 1, 0, 0], [0, 2, 0, 0], [0, 0, 1, 1], [0, 0, 1, 0]]})
     iou = matrix.compute().iou
     assert iou == pytest.approx([1 / 2, 2 / 3, 1 / 3, 0.0])
     scores = split_scores(iou, (0, 1), (2, 3))

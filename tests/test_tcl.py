@@ -14,8 +14,10 @@ from open_clip.transformer import LayerNorm, QuickGELU, ResidualAttentionBlock
 from PIL import Image
 
 from benchmark.errors import CheckpointError
+from benchmark.protocol import BenchmarkSpec
+from benchmark.training import decay_groups, warmup_cosine
 from methods.clip_backbone import backbone_from_model
-from methods.tcl.adapter import TCL, TCL_PAMR
+from methods.tcl.adapter import TCL, tcl_pamr
 from methods.tcl.checkpoint import load_masker_state, read_checkpoint, save_checkpoint, to_released
 from methods.tcl.decoder import MaskDecoder
 from methods.tcl.inference import centred_padding
@@ -30,7 +32,8 @@ from methods.tcl.losses import (
 )
 from methods.tcl.model import TCLMasker
 from methods.tcl.objective import TCLObjective
-from methods.tcl.train import learning_rate, parameter_groups, train_tcl
+from methods.tcl.train import WARMUP_START, spared_from_decay, train_tcl
+from tests.factories import make_protocol, make_spec, make_text
 
 # The learned entries of the released tcl.pth for ViT-B/16 (width 768, embed 512, last block 11),
 # written out from the reference's module tree (kakaobrain/tcl models/tcl/masker.py, decoders.py,
@@ -185,25 +188,28 @@ def make(backbone, **options) -> TCL:
         return TCL(backbone=backbone, checkpoint=None, text_cache=False, **options)
 
 
-def bench(settings: dict) -> SimpleNamespace:
-    return SimpleNamespace(method_settings=settings, dataset=SimpleNamespace(name="voc21"))
+TEXT = make_text(["a photo of a {}."], "mean_unnormalised")
+PROTOCOL = make_protocol(text=TEXT)
+
+
+def bench(settings: dict) -> BenchmarkSpec:
+    return make_spec(dataset="voc21", method_settings=settings)
 
 
 def test_background_follows_the_pamr_setting_in_force(backbone):
     method = make(backbone)
     assert method.score_kind == "probs"
-    assert method.background_value(None, bench({}), "threshold") == 0.4
-    assert method.background_value(None, bench({"pamr": False}), "threshold") == 0.5
-    assert method.background_value(None, bench({}), "prob_thd") is None
-    assert make(backbone, pamr=False).background_value(None, bench({}), "threshold") == 0.5
+    assert method.background_value(PROTOCOL, bench({}), "threshold") == 0.4
+    assert method.background_value(PROTOCOL, bench({"pamr": False}), "threshold") == 0.5
+    assert method.background_value(PROTOCOL, bench({}), "prob_thd") is None
+    assert make(backbone, pamr=False).background_value(PROTOCOL, bench({}), "threshold") == 0.5
 
 
 def test_protocol_settings_override_options_and_config_records_them(backbone):
     method = make(backbone, pamr=False, kp_w=0.0)
-    protocol = SimpleNamespace(text=SimpleNamespace(aggregation="mean_unnormalised"))
-    method.setup(protocol, bench({"pamr": True, "kp_w": 0.3}))
-    assert method.pamr == TCL_PAMR and method.kp_w == 0.3
-    assert TCL_PAMR.dilations == (1, 2, 4, 8, 12, 24) and TCL_PAMR.steps == 10
+    method.setup(PROTOCOL, bench({"pamr": True, "kp_w": 0.3}))
+    assert method.pamr == tcl_pamr() and method.kp_w == 0.3
+    assert tcl_pamr().dilations == (1, 2, 4, 8, 12, 24) and tcl_pamr().steps == 10
     config = method.config()
     assert config["pamr"] is None and config["kp_w"] == 0.0 and config["checkpoint"] is None
     json.dumps(config)
@@ -212,8 +218,8 @@ def test_protocol_settings_override_options_and_config_records_them(backbone):
 @pytest.mark.parametrize("size", [(32, 32), (29, 37)])
 def test_masks_cover_the_crop_with_probabilities(backbone, size):
     method = make(backbone)
-    method.setup(SimpleNamespace(text=SimpleNamespace(aggregation="mean_unnormalised")), bench({}))
-    bank = method.encode_classes([["cat"], ["dog", "puppy"]], ["a photo of a {}."])
+    method.setup(PROTOCOL, bench({}))
+    bank = method.encode_classes([["cat"], ["dog", "puppy"]], TEXT)
     masks = method.predict_masks(torch.randn(2, 3, *size), bank)
     assert masks.shape == (2, 3, *size)
     assert masks.min() >= 0 and masks.max() <= 1
@@ -393,14 +399,15 @@ def test_schedule_matches_torchs_sequential_lr():
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - warmup, eta_min=floor),
     ], milestones=[warmup])
     for step in range(total):
-        assert learning_rate(step, total, warmup, peak, floor) == pytest.approx(optimizer.param_groups[0]["lr"])
+        rate = warmup_cosine(step, total, warmup, peak, floor, warmup_start=WARMUP_START)
+        assert rate == pytest.approx(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
 
 
 def test_weight_decay_spares_1d_parameters_and_biases_only(backbone):
     objective = TCLObjective(TCLMasker.from_clip(backbone.model.visual))
-    decay, no_decay = parameter_groups(objective, 0.05)
+    decay, no_decay = decay_groups(objective.named_parameters(), 0.05, spared_from_decay)
     names = {id(p): n for n, p in objective.named_parameters()}
     decayed = {names[id(p)] for p in decay["params"]}
     assert {"masker.sim2mask.w", "masker.decoder.stages.0.conv1.gate", "image_scale.logit_scale"} <= decayed
@@ -421,6 +428,19 @@ def caption_world(tmp_path) -> dict[str, Path]:
     (tmp_path / "captions" / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     torch.save(tiny_clip(seed=3).state_dict(), tmp_path / "clip.pt")
     return {"data": tmp_path / "captions", "clip": tmp_path / "clip.pt", "root": tmp_path}
+
+
+def test_deit_augmentation_is_seeded_per_item_and_leaves_the_global_rngs_alone(caption_world):
+    from benchmark.captions import CaptionDataset
+    from methods.tcl.data import AugmentedPairs, build_transform
+
+    pairs = AugmentedPairs(CaptionDataset(caption_world["data"]), build_transform("deit", 32, "imagenet"), seed=3)
+    first = [pairs[(0, i)][0] for i in range(6)]
+    np.random.seed(123)  # timm's RandAugment draws its operations from numpy's global RNG
+    numpy_state = np.random.get_state()[1].copy()
+    again = [pairs[(0, i)][0] for i in range(6)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert np.array_equal(np.random.get_state()[1], numpy_state)
 
 
 def _train(world, out, **extra):

@@ -6,7 +6,6 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -27,6 +26,7 @@ from methods.vilseg.losses import (
 from methods.vilseg.model import arch_from_name, build_model
 from methods.vilseg.recipe import TrainRecipe
 from methods.vilseg.views import ViewSettings, align_to_local, make_views, random_theta
+from tests.factories import make_protocol, make_spec, make_text
 
 MICRO_CLIP = {
     "embed_dim": 16,
@@ -142,7 +142,7 @@ def test_local_views_are_crops_of_the_global_view_and_maps_align_with_them() -> 
 def test_adapter_scores_are_constant_within_each_group(micro_model_name: str, tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="untrained"):
         method = ViLSeg(model=micro_model_name, num_clusters=3, text_cache=False)
-    bank = method.encode_classes([["sky"], ["cat", "kitten"], ["dog"]], ["a photo of a {}."])
+    bank = method.encode_classes([["sky"], ["cat", "kitten"], ["dog"]], make_text(["a photo of a {}."]))
     assert bank.embeddings.shape == (4, 16)
     crops = torch.randn(2, 3, 32, 32)
     scores = method.predict_masks(crops, bank)
@@ -150,10 +150,10 @@ def test_adapter_scores_are_constant_within_each_group(micro_model_name: str, tm
     for crop in scores:
         assert len({tuple(crop[:, y, x].tolist()) for y in range(4) for x in range(4)}) <= 3
     assert method.predict_masks(torch.randn(1, 3, 30, 37), bank).shape == (1, 4, 30, 37)
-    benchmark = SimpleNamespace(class_names=(("cat",),) * 20)
+    benchmark = make_spec([("cat",)] * 20)
     method.logit_scale_option = 100.0
-    assert method.background_value(None, benchmark, "threshold") == pytest.approx(0.514, abs=1e-3)
-    assert method.background_value(None, benchmark, "none") is None
+    assert method.background_value(make_protocol(), benchmark, "threshold") == pytest.approx(0.514, abs=1e-3)
+    assert method.background_value(make_protocol(), benchmark, "none") is None
     assert method.score_kind == "logits"
 
 
@@ -165,7 +165,7 @@ def test_checkpoint_round_trip_gives_the_same_scores(micro_model, tmp_path: Path
     for (name, a), (_, b) in zip(loaded.state_dict().items(), micro_model.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     method = ViLSeg(checkpoint=str(path), text_cache=False)
-    bank = method.encode_classes([["sky"], ["cat"]], ["{}"])
+    bank = method.encode_classes([["sky"], ["cat"]], make_text())
     crops = torch.randn(2, 3, 32, 32)
     direct = crop_cosines(micro_model, crops, bank.embeddings) * micro_model.clip.logit_scale.exp()
     assert torch.allclose(method.predict_masks(crops, bank), direct)
@@ -193,6 +193,26 @@ def test_a_checkpoint_that_does_not_fit_is_one_clear_error(micro_model, tmp_path
         load_weights(path)
     with pytest.raises(CheckpointError, match="not found"):
         ViLSeg(checkpoint=str(tmp_path / "absent.pt"))
+
+
+def test_param_groups_put_encoders_before_heads_and_spare_biases_norms_embeddings_and_scales(micro_model) -> None:
+    from methods.vilseg.train import param_groups
+
+    recipe = replace(MICRO_RECIPE, lr=1e-4, head_lr=1e-3, weight_decay=0.05)
+    groups = param_groups(micro_model, recipe)
+    assert [(g["base_lr"], g["weight_decay"]) for g in groups] == [(1e-4, 0.05), (1e-4, 0.0), (1e-3, 0.05), (1e-3, 0.0)]
+    named = [(n, p) for n, p in micro_model.named_parameters() if p.requires_grad]
+    names = {id(p): n for n, p in named}
+    grouped = [[names[id(p)] for p in g["params"]] for g in groups]
+    order = [n for n, _ in named]
+    assert all(group == sorted(group, key=order.index) for group in grouped)  # each in the model's order
+    assert sorted(sum(grouped, [])) == sorted(order)
+    assert all(n.startswith("clip.") for n in grouped[0] + grouped[1])
+    assert not any(n.startswith("clip.") for n in grouped[2] + grouped[3])
+    assert "clip.logit_scale" in grouped[1] and "clip.positional_embedding" in grouped[1]
+    decayed = [p for g in groups[0::2] for p in g["params"]]
+    assert all(p.ndim >= 2 and not names[id(p)].endswith(".bias") and "ln" not in names[id(p)] for p in decayed)
+    assert "clip.visual.proj" in grouped[0] and "vision_head.prototypes" in grouped[2]
 
 
 def test_training_runs_resumes_exactly_and_reuses_a_finished_run(

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from benchmark.protocol import TextSpec
 from benchmark.registry import register_method
 from methods.base import SegMethod
 
@@ -32,7 +33,7 @@ class ToyMethod(SegMethod):
         self.log = os.environ.get("TOY_LOG")  # appends "<pid> <names> <crops>" per batch: who computed what
         self.calls = 0
 
-    def encode_classes(self, names: list[list[str]], templates: list[str]) -> Tensor:
+    def encode_classes(self, names: list[list[str]], text: TextSpec) -> Tensor:
         generator = torch.Generator().manual_seed(self.seed)
         flat = [name for synonyms in names for name in synonyms]
         return torch.randn(len(flat), 3, generator=generator)

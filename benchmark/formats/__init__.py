@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from benchmark.errors import BenchmarkError
+from benchmark.formats.options import RenderOptions
 from benchmark.leaderboard import Board
 
 FORMATS = ("md", "latex", "csv", "html", "json")
 SUFFIXES = {".md": "md", ".markdown": "md", ".tex": "latex", ".csv": "csv", ".html": "html", ".htm": "html",
             ".json": "json"}
-
-
-@dataclass(frozen=True)
-class RenderOptions:
-    per_class: bool = False
-    title: str = "zsseg-bench leaderboard"
-    examples_per_benchmark: int = 4  # html: qualitative examples shown per (run, benchmark), where saved
 
 
 def format_for(path: str | Path | None, fmt: str | None) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 
-from benchmark.formats import RenderOptions
+from benchmark.formats.options import RenderOptions
 from benchmark.leaderboard import Board
 
 LEADING = ["protocol", "protocol_hash", "method", "run_id", "backbone", "partial"]

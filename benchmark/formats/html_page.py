@@ -9,7 +9,7 @@ import base64
 from html import escape as _escape
 from pathlib import Path
 
-from benchmark.formats import RenderOptions
+from benchmark.formats.options import RenderOptions
 from benchmark.leaderboard import Board, Column, format_value
 
 CHART_COLOURS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",

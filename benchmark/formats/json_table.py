@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from benchmark.formats import RenderOptions
+from benchmark.formats.options import RenderOptions
 from benchmark.leaderboard import Board, Cell, Row
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from benchmark.formats import RenderOptions
+from benchmark.formats.options import RenderOptions
 from benchmark.leaderboard import METRIC_LABELS, Board, DisplayColumn, format_value
 
 _SPECIAL = str.maketrans({

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from benchmark.formats import RenderOptions
+from benchmark.formats.options import RenderOptions
 from benchmark.leaderboard import Board, format_value
 
 GENERATED_MARKER = "<!-- zsbench leaderboard: everything below is generated; edit above this line -->"

@@ -10,8 +10,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from benchmark.atomic import write_bytes_atomic
 from benchmark.prepare.archive import Source, SourceSpec, open_source
-from benchmark.prepare.staging import write_atomic
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def merge_jobs(*groups: list[Job]) -> list[Job]:
 def _make_chunk(specs: dict[str, SourceSpec], folder: Path, jobs: list[Job]) -> int:
     sources: dict[str, Source] = {key: open_source(spec) for key, spec in specs.items()}
     for job in jobs:
-        write_atomic(folder / job.output, job.make(sources, *job.args))
+        write_bytes_atomic(folder / job.output, job.make(sources, *job.args))
     return len(jobs)
 
 

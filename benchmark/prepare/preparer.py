@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmark.atomic import write_bytes_atomic
 from benchmark.errors import DataError
 from benchmark.prepare.archive import Source, SourceSpec, archive_kind, close_sources, copy_member, open_source
 from benchmark.prepare.checksums import load_downloads, verify_download
 from benchmark.prepare.jobs import Job, run_jobs
-from benchmark.prepare.staging import Staging, write_atomic
+from benchmark.prepare.staging import Staging
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def _verify(preparer: Preparer, specs: dict[str, SourceSpec], staging: Staging, 
             cache[key] = verify_download(path, load_downloads()[part.download], progress)
         lines[part.key] = cache[key]
     staging.open()
-    write_atomic(cache_file, json.dumps(cache, indent=1).encode())
+    write_bytes_atomic(cache_file, json.dumps(cache, indent=1).encode())
     return lines
 
 

@@ -14,13 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from benchmark.atomic import replace_atomically
-
 STAGING_DIR = ".zsbench-staging"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    replace_atomically(path, lambda temporary: temporary.write_bytes(data))
 
 
 class Staging:

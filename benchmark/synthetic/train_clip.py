@@ -15,7 +15,6 @@ import json
 import math
 import os
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from tqdm import tqdm
 from benchmark.atomic import replace_atomically, save_torch_atomically
 from benchmark.captions import CaptionDataset
 from benchmark.synthetic.tinyclip import MODEL_NAME, create_tiny_clip, tiny_clip_tokenizer
+from benchmark.training import autocast, decay_groups, warmup_cosine, warmup_steps
 
 DEFAULT_STEPS = 500
 DEFAULT_BATCH_SIZE = 64
@@ -88,19 +88,9 @@ def contrastive_loss(
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
 
 
-def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * peak * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        exempt = param.ndim < 2 or "ln" in name or "bias" in name or "logit_scale" in name
-        (no_decay if exempt else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def spared_from_decay(name: str, param: torch.nn.Parameter) -> bool:
+    """Biases, norms, embeddings and the logit scale."""
+    return param.ndim < 2 or "ln" in name or "bias" in name or "logit_scale" in name
 
 
 def _sha256(path: Path) -> str:
@@ -150,46 +140,11 @@ def train_clip(
         images, captions = load_pairs(data, image_size, progress=progress)
         if len(captions) < batch_size:
             raise ValueError(f"{data} holds {len(captions)} pairs, fewer than batch_size={batch_size}")
-        tokenizer = tiny_clip_tokenizer()
-        tokens = tokenizer(captions)
-        optimizer = torch.optim.AdamW(_param_groups(model, WEIGHT_DECAY), lr=lr, betas=(0.9, 0.98), eps=1e-6)
-        generator = torch.Generator().manual_seed(seed)
-        autocast = (
-            torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16) if bf16 else nullcontext()
-        )
-        warmup = max(1, int(WARMUP_FRACTION * steps))
-        per_epoch = len(captions) // batch_size
-        losses: list[float] = []
-        stopped_by = "steps"
-        order = torch.empty(0, dtype=torch.long)
+        tokens = tiny_clip_tokenizer()(captions)
         train_started = time.perf_counter()
-        bar = tqdm(range(steps), desc="train tiny CLIP", disable=not progress)
-        for step in bar:
-            if step % per_epoch == 0:
-                order = torch.randperm(len(captions), generator=generator)
-            index = order[(step % per_epoch) * batch_size : (step % per_epoch + 1) * batch_size]
-            batch = images[index].float()
-            if augmentation:
-                batch = augment(batch, generator)
-            batch = normalise(batch).to(device)
-            text = tokens[index].to(device)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, steps, lr, warmup)
-            with autocast:
-                image_features = model.encode_image(batch, normalize=True)
-                text_features = model.encode_text(text, normalize=True)
-            loss = contrastive_loss(image_features, text_features, model.logit_scale.exp())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
-            if seconds is not None and time.perf_counter() - started > seconds and step + 1 < steps:
-                stopped_by = "seconds"
-                break
-        bar.close()
+        deadline = None if seconds is None else started + seconds
+        losses, stopped_by = _train_steps(model, images, tokens, steps, batch_size, lr, seed, device, augmentation,
+                                          bf16, deadline, progress)
         train_seconds = time.perf_counter() - train_started
         tail = losses[-max(1, len(losses) // 20) :]
         summary = {
@@ -214,8 +169,8 @@ def train_clip(
             "cpu_seconds": round(time.process_time() - cpu_started, 2),
             "threads": torch.get_num_threads(),
             "device": str(device),
-            "torch": torch.__version__,
-            "open_clip": open_clip.__version__,
+            "torch": str(torch.__version__),
+            "open_clip": str(open_clip.__version__),
         }
         state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
         save_torch_atomically(out, state)
@@ -224,3 +179,48 @@ def train_clip(
         return summary
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def _train_steps(
+    model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor, steps: int, batch_size: int, lr: float,
+    seed: int, device: str, augmentation: bool, bf16: bool, deadline: float | None, progress: bool,
+) -> tuple[list[float], str]:
+    """The optimiser steps over shuffled epochs of the pairs; the loss of each step and what stopped them."""
+    optimizer = torch.optim.AdamW(
+        decay_groups(model.named_parameters(), WEIGHT_DECAY, spared_from_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6
+    )
+    generator = torch.Generator().manual_seed(seed)
+    mixed = autocast("bf16" if bf16 else "fp32", torch.device(device).type)
+    warmup = warmup_steps(steps, WARMUP_FRACTION)
+    per_epoch = len(tokens) // batch_size
+    losses: list[float] = []
+    stopped_by = "steps"
+    order = torch.empty(0, dtype=torch.long)
+    bar = tqdm(range(steps), desc="train tiny CLIP", disable=not progress)
+    for step in bar:
+        if step % per_epoch == 0:
+            order = torch.randperm(len(tokens), generator=generator)
+        index = order[(step % per_epoch) * batch_size : (step % per_epoch + 1) * batch_size]
+        batch = images[index].float()
+        if augmentation:
+            batch = augment(batch, generator)
+        batch = normalise(batch).to(device)
+        text = tokens[index].to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = warmup_cosine(step, steps, warmup, lr)
+        with mixed:
+            image_features = model.encode_image(batch, normalize=True)
+            text_features = model.encode_text(text, normalize=True)
+        loss = contrastive_loss(image_features, text_features, model.logit_scale.exp())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        if deadline is not None and time.perf_counter() > deadline and step + 1 < steps:
+            stopped_by = "seconds"
+            break
+    bar.close()
+    return losses, stopped_by

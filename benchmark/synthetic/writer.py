@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from benchmark.atomic import replace_atomically
+from benchmark.atomic import write_bytes_atomic
 
 from .examples import CAPTION_SIZE, COMPLETE_FRACTION, VAL_LONG_MAX, VAL_SHORT, render_example
 from .vocabulary import load_vocabulary
@@ -42,10 +42,6 @@ class _Task:
     keep_existing: bool
 
 
-def _replace_bytes(path: Path, data: bytes) -> None:
-    replace_atomically(path, lambda temporary: temporary.write_bytes(data))
-
-
 def _write_png(path: Path, array: np.ndarray, keep_existing: bool) -> None:
     if keep_existing and path.exists():
         return
@@ -53,7 +49,7 @@ def _write_png(path: Path, array: np.ndarray, keep_existing: bool) -> None:
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(pixels), [cv2.IMWRITE_PNG_COMPRESSION, 3])
     if not ok:
         raise OSError(f"could not encode {path}")
-    _replace_bytes(path, encoded.tobytes())
+    write_bytes_atomic(path, encoded.tobytes())
 
 
 def _caption_item(task: _Task) -> dict:
@@ -151,7 +147,7 @@ def _write_captions(out: Path, settings: dict, keep: bool, workers: int) -> int:
     for record in _run(_caption_item, tasks, workers):
         complete += record["complete"]
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-    _replace_bytes(root / "captions.jsonl", "".join(lines).encode("utf-8"))
+    write_bytes_atomic(root / "captions.jsonl", "".join(lines).encode("utf-8"))
     return complete
 
 
@@ -165,7 +161,7 @@ def _write_val(out: Path, settings: dict, keep: bool, workers: int) -> np.ndarra
     for counts in _run(_val_item, tasks, workers):
         pixels += counts
     stems = "".join(f"{i:06d}\n" for i in range(settings["n_val"]))
-    _replace_bytes(root / "val.txt", stems.encode("utf-8"))
+    write_bytes_atomic(root / "val.txt", stems.encode("utf-8"))
     return pixels
 
 
@@ -199,7 +195,7 @@ def generate_world(
     pending = out / ".world.pending.json"
     keep = _read_json(pending) == settings
     (out / "world.json").unlink(missing_ok=True)
-    _replace_bytes(pending, json.dumps(settings, indent=2).encode("utf-8"))
+    write_bytes_atomic(pending, json.dumps(settings, indent=2).encode("utf-8"))
 
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
@@ -222,6 +218,6 @@ def generate_world(
         "classes_bg": vocab.classes_bg,
         "val_class_pixels": dict(zip(vocab.classes, pixels.tolist(), strict=True)),
     }
-    _replace_bytes(out / "world.json", (json.dumps(world, indent=2) + "\n").encode("utf-8"))
+    write_bytes_atomic(out / "world.json", (json.dumps(world, indent=2) + "\n").encode("utf-8"))
     pending.unlink()
     return world

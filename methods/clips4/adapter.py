@@ -19,18 +19,16 @@ from torch import Tensor
 from benchmark.errors import CheckpointError
 from benchmark.paths import resolve_checkpoint
 from benchmark.registry import register_method
-from methods.base import SegMethod
 from methods.clip_backbone import ClipBackbone, file_sha256, load_clip
-from methods.clip_text import TextBank, build_text_bank, text_bank_store
+from methods.clip_text import TextBank, text_bank_store
+from methods.clip_text_method import ClipTextMethod
 from methods.clips4.checkpoint import META_KEY, load_state, read_checkpoint
 from methods.clips4.network import NetworkConfig, PixelEmbedder
 
 if TYPE_CHECKING:
-    from benchmark.demo import DemoAssets
     from benchmark.protocol import BenchmarkSpec, Protocol
 
 INFERENCE_FILE = Path(__file__).with_name("inference.yaml")
-DEFAULT_AGGREGATION = "mean_normalised"
 DEFAULT_LOGIT_SCALE = 100.0  # no checkpoint: MaskCLIP's scale (the untrained network is MaskCLIP)
 
 
@@ -40,7 +38,7 @@ def inference_defaults() -> dict[str, Any]:
 
 
 @register_method()
-class CLIPS4(SegMethod):
+class CLIPS4(ClipTextMethod):
     """CLIP-S4 (CVPR 2023): self-supervised pixel embeddings aligned with CLIP, scored against class names."""
 
     name = "clips4"
@@ -85,7 +83,6 @@ class CLIPS4(SegMethod):
             logit_scale if logit_scale is not None else configured or trained_scale or DEFAULT_LOGIT_SCALE
         )
         self.logit_scale = self.logit_scale_default
-        self.aggregation = DEFAULT_AGGREGATION
         self.text_store = text_bank_store(text_cache, weights_root)
 
     def _embed_dim(self) -> int:
@@ -104,29 +101,13 @@ class CLIPS4(SegMethod):
         load_state(self.network, content["model"], str(self.checkpoint_path), "model")
         self._checkpoint_sha256 = file_sha256(self.checkpoint_path)
 
-    @classmethod
-    def demo_options(cls, assets: DemoAssets) -> dict[str, Any] | None:
-        from methods.clips4.demo import tiny_clips4_options
-
-        return tiny_clips4_options(assets)
-
     def setup(self, protocol: Protocol, benchmark: BenchmarkSpec) -> None:
-        text = getattr(protocol, "text", None)
-        self.aggregation = getattr(text, "aggregation", None) or DEFAULT_AGGREGATION
-        settings = getattr(benchmark, "method_settings", None) or {}
-        scale = settings.get("logit_scale")
+        scale = benchmark.method_settings.get("logit_scale")
         self.logit_scale = float(scale) if scale is not None else self.logit_scale_default
 
     def background_value(self, protocol: Protocol, benchmark: BenchmarkSpec, rule: str) -> float | None:
         value = inference_defaults()["background"].get(rule)
         return None if value is None else float(value)
-
-    def encode_classes(self, names: list[list[str]], templates: list[str]) -> TextBank:
-        return build_text_bank(self.clip, names, templates, self.aggregation, self.text_store)
-
-    @torch.no_grad()
-    def predict_masks(self, crops: Tensor, bank: TextBank) -> Tensor:
-        return self.score(self.encode_crops(crops), bank)
 
     @torch.no_grad()
     def encode_crops(self, crops: Tensor) -> Tensor:
@@ -154,9 +135,3 @@ class CLIPS4(SegMethod):
             "logit_scale": self.logit_scale_default,
             "background": inference_defaults()["background"],
         }
-
-    def checkpoint_sha256(self) -> str | None:
-        return self._checkpoint_sha256
-
-    def backbone(self) -> str | None:
-        return self.clip.describe()

@@ -8,14 +8,13 @@ captions: unlabeled images of the target world that are not the evaluation image
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
+from benchmark.demo_assets import DemoAssets, register_demo_options
+from methods.clips4.adapter import CLIPS4
 from methods.clips4.train import train_clips4
-
-if TYPE_CHECKING:
-    from benchmark.demo import DemoAssets
 
 SPLIT_FILE = Path(__file__).resolve().parents[2] / "protocols" / "splits" / "synthetic_classfree.yaml"
 CHECKPOINT_NAME = "clips4_classfree.pt"
@@ -33,3 +32,6 @@ def tiny_clips4_options(assets: DemoAssets, progress: bool = True) -> dict[str, 
         device=assets.device, progress=progress,
     )
     return {"checkpoint": str(out), "model": assets.clip_model, "pretrained": str(assets.clip_checkpoint)}
+
+
+register_demo_options(CLIPS4.name, tiny_clips4_options)

@@ -20,15 +20,17 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from benchmark.distributed import group_active
+
 
 def _all_reduce(value: Tensor) -> Tensor:
-    if dist.is_available() and dist.is_initialized():
+    if group_active():
         dist.all_reduce(value)
     return value
 
 
 def _all_gather(value: Tensor) -> Tensor:
-    if not (dist.is_available() and dist.is_initialized()):
+    if not group_active():
         return value
     sizes = [torch.zeros(1, dtype=torch.long, device=value.device) for _ in range(dist.get_world_size())]
     dist.all_gather(sizes, torch.tensor([value.shape[0]], device=value.device))

@@ -12,21 +12,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import time
-from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from benchmark.atomic import save_torch_atomically
+from benchmark.distributed import Shard, barrier, init_distributed
 from benchmark.errors import CheckpointError
+from benchmark.training import autocast, check_precision, data_parallel, warmup_cosine, warmup_steps
 from methods.clip_backbone import load_clip
 from methods.clip_text import encode_names
 from methods.clips4.checkpoint import FORMAT, META_KEY, load_state, read_checkpoint, weights_content
@@ -38,7 +38,6 @@ from methods.clips4.step import StepSettings, training_step
 from methods.clips4.teacher import MaskClipTeacher
 from methods.clips4.views import ViewSettings
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 PRELOAD_BYTES = 1 << 30
 MAX_LOGIT_SCALE = 100.0
 
@@ -55,15 +54,9 @@ def _run_key(meta: dict[str, Any]) -> str:
 
 
 def _schedule(total: int, warmup_fraction: float):
-    warmup = max(1, int(total * warmup_fraction))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
+    """The LambdaLR factor: linear warm-up, then cosine decay to 0."""
+    warmup = warmup_steps(total, warmup_fraction)
+    return lambda step: warmup_cosine(step, total, warmup)
 
 
 class _StepBatches:
@@ -107,8 +100,7 @@ def train_clips4(
     given to training; unknown classes get learned prototypes. steps / batch_size: None takes
     methods/clips4/defaults.yaml; settings overrides any other key of that file.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    check_precision(precision)
     if not known_classes:
         raise ValueError("give at least one known class name")
     images, out = Path(images), Path(out)
@@ -118,76 +110,73 @@ def train_clips4(
     total_steps, batch = config["steps"], config["batch_size"]
     if total_steps < 1 or batch < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {total_steps} and {batch}")
-    from benchmark.runner import init_distributed
-
     shard, device = init_distributed(device)
-    rank, world = shard.rank, shard.world
     previous_threads = torch.get_num_threads()
     if not device.startswith("cuda"):
         torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
     try:
         return _train(images, out, clip_model, clip_pretrained, list(known_classes), seed, config, device, precision,
-                      progress, resume, weights_root, workers, rank, world)
+                      progress, resume, weights_root, workers, shard)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _train(
-    images: Path, out: Path, clip_model: str, clip_pretrained: str | None, known_classes: list[str], seed: int,
-    config: dict[str, Any], device: str, precision: str, progress: bool, resume: bool, weights_root: str | None,
-    workers: int, rank: int, world: int,
-) -> dict[str, Any]:
-    started = time.perf_counter()
-    total_steps, batch = config["steps"], config["batch_size"]
-    files = list_images(images)
-    clip = load_clip(clip_model, clip_pretrained, weights_root)
-    templates = read_templates(config["templates"])
-    known = encode_names(clip, known_classes, templates, "mean_normalised")
-    network_config = NetworkConfig(embed_dim=known.shape[1], **config["network"])
-    logit_scale = config["semantic_logit_scale"]
-    if logit_scale is None:
-        logit_scale = min(float(clip.model.logit_scale.exp()), MAX_LOGIT_SCALE)
+@dataclass
+class _Learner:
+    """A run's modules (the pixel embedder, its frozen teacher, the prototype bank), optimiser, schedule and scaler."""
+
+    network: PixelEmbedder
+    teacher: MaskClipTeacher
+    bank: PrototypeBank
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+
+    @classmethod
+    def build(cls, network_config: NetworkConfig, clip: Any, known: torch.Tensor, config: dict[str, Any],
+              seed: int, device: str, precision: str) -> _Learner:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            network = PixelEmbedder(network_config, clip.visual).to(device)
+        teacher = MaskClipTeacher(clip.visual, **config["teacher"]).to(device).eval()
+        bank = PrototypeBank(
+            known, config["unknown_prototypes"], config["prototype_momentum"], unknown_margin=config["unknown_margin"]
+        ).to(device)
+        trunk_params = [p for p in network.trunk.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            [{"params": trunk_params, "lr": config["lr"]},
+             {"params": list(network.head.parameters()), "lr": config["head_lr"]}],
+            weight_decay=config["weight_decay"],
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config["steps"], config["warmup_fraction"]))
+        scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16" and device.startswith("cuda"))
+        return cls(network, teacher, bank, optimizer, scheduler, scaler)
+
+    def save_state(self, path: Path, meta: dict[str, Any], step: int) -> None:
+        _save_state(path, meta, self.network, self.bank, self.optimizer, self.scheduler, self.scaler, step)
+
+    def restore(self, path: Path, run_key: str) -> int:
+        return _restore(path, run_key, self.network, self.bank, self.optimizer, self.scheduler, self.scaler)
+
+
+def _run_meta(images: Path, files: list[Path], clip: Any, clip_pretrained: str | None, known_classes: list[str],
+              templates: list[str], network_config: NetworkConfig, logit_scale: float, config: dict[str, Any],
+              seed: int, world: int, precision: str) -> dict[str, Any]:
+    """The run's description, stored with its weights; its run_key decides whether a file belongs to this run."""
     meta: dict[str, Any] = {
         "format": FORMAT, "network": network_config.as_dict(), "clip_model": clip.name,
         "clip_pretrained": clip_pretrained, "clip_sha256": clip.weights_sha256, "known_classes": known_classes,
-        "templates": templates, "settings": config, "seed": seed, "steps": total_steps, "batch_size": batch,
-        "world_size": world, "images": str(images), "n_images": len(files),
+        "templates": templates, "settings": config, "seed": seed, "steps": config["steps"],
+        "batch_size": config["batch_size"], "world_size": world, "images": str(images), "n_images": len(files),
         "images_digest": listing_digest(images, files), "semantic_logit_scale": logit_scale,
         "mean": list(OPENAI_DATASET_MEAN), "std": list(OPENAI_DATASET_STD), "precision": precision,
     }
     meta["run_key"] = _run_key(meta)
-    if resume and out.is_file():
-        done = _completed_run(out, meta["run_key"])
-        if done is not None:
-            return done
+    return meta
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        network = PixelEmbedder(network_config, clip.visual).to(device)
-    teacher = MaskClipTeacher(clip.visual, **config["teacher"]).to(device).eval()
-    bank = PrototypeBank(
-        known, config["unknown_prototypes"], config["prototype_momentum"], unknown_margin=config["unknown_margin"]
-    ).to(device)
-    trunk_params = [p for p in network.trunk.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [{"params": trunk_params, "lr": config["lr"]},
-         {"params": list(network.head.parameters()), "lr": config["head_lr"]}],
-        weight_decay=config["weight_decay"],
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total_steps, config["warmup_fraction"]))
-    use_scaler = precision == "fp16" and device.startswith("cuda")
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-    generator = torch.Generator()
-    start = 0
-    if resume and state_path(out).is_file():
-        start = _restore(state_path(out), meta["run_key"], network, bank, optimizer, scheduler, scaler)
-    trained = network
-    if world > 1:
-        trained = torch.nn.parallel.DistributedDataParallel(
-            network, device_ids=[torch.device(device).index] if device.startswith("cuda") else None
-        )
 
-    step_settings = StepSettings(
+def _step_settings(config: dict[str, Any], logit_scale: float) -> StepSettings:
+    return StepSettings(
         view_size=config["view_size"], views=ViewSettings(**config["views"]),
         n_superpixels=config["superpixels"]["n_segments"], compactness=config["superpixels"]["compactness"],
         slic_iterations=config["superpixels"]["iterations"], segments_per_image=config["segments_per_image"],
@@ -197,57 +186,92 @@ def _train(
         semantic_targets=config["semantic_targets"],
         semantic_logit_scale=logit_scale, mean=tuple(OPENAI_DATASET_MEAN), std=tuple(OPENAI_DATASET_STD),
     )
+
+
+def _loader(files: list[Path], config: dict[str, Any], start: int, shard: Shard, seed: int,
+            workers: int) -> DataLoader:
+    """This rank's batches of the steps from `start` on."""
     preload = len(files) * 3 * config["image_size"] ** 2 <= PRELOAD_BYTES and workers == 0
     dataset = ImageFolder(files, config["image_size"], preload=preload)
-    loader = DataLoader(
-        dataset, batch_sampler=_StepBatches(start, total_steps, len(files), batch, rank, world, seed),
-        num_workers=workers, collate_fn=torch.stack,
-    )
-    dtype = PRECISIONS[precision]
-    device_type = torch.device(device).type
+    batches = _StepBatches(start, config["steps"], len(files), config["batch_size"], shard.rank, shard.world, seed)
+    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=torch.stack)
 
-    def autocast():
-        return torch.autocast(device_type, dtype=dtype) if dtype is not None else nullcontext()
 
-    network.train()
-    stats: dict[str, float] = {}
-    bar = tqdm(total=total_steps, initial=start, desc="clips4", disable=not progress or rank != 0, leave=False)
+def _train(
+    images: Path, out: Path, clip_model: str, clip_pretrained: str | None, known_classes: list[str], seed: int,
+    config: dict[str, Any], device: str, precision: str, progress: bool, resume: bool, weights_root: str | None,
+    workers: int, shard: Shard,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    files = list_images(images)
+    clip = load_clip(clip_model, clip_pretrained, weights_root)
+    templates = read_templates(config["templates"])
+    known = encode_names(clip, known_classes, templates, "mean_normalised")
+    network_config = NetworkConfig(embed_dim=known.shape[1], **config["network"])
+    logit_scale = config["semantic_logit_scale"]
+    if logit_scale is None:
+        logit_scale = min(float(clip.model.logit_scale.exp()), MAX_LOGIT_SCALE)
+    meta = _run_meta(images, files, clip, clip_pretrained, known_classes, templates, network_config, logit_scale,
+                     config, seed, shard.world, precision)
+    if resume and out.is_file():
+        done = _completed_run(out, meta["run_key"])
+        if done is not None:
+            return done
+
+    learner = _Learner.build(network_config, clip, known, config, seed, device, precision)
+    start = learner.restore(state_path(out), meta["run_key"]) if resume and state_path(out).is_file() else 0
+    trained = data_parallel(learner.network, torch.device(device), shard.world)
+    loader = _loader(files, config, start, shard, seed, workers)
     loop_started = time.perf_counter()
-    step = start
-    for step, images_batch in enumerate(loader, start=start):
-        generator.manual_seed((seed * 1_000_003 + step) * 64 + rank)
-        loss, stats = training_step(
-            images_batch.to(device), trained, teacher, bank, step_settings, generator, autocast()
-        )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        bar.update(1)
-        bar.set_postfix({key: f"{value:.3f}" for key, value in stats.items()})
-        done = step + 1
-        if rank == 0 and done % config["save_every"] == 0 and done < total_steps:
-            _save_state(state_path(out), meta, network, bank, optimizer, scheduler, scaler, done)
-    bar.close()
+    stats = _train_steps(learner, trained, loader, _step_settings(config, logit_scale), out, meta, start, seed,
+                         device, precision, progress, shard.rank)
     loop_seconds = time.perf_counter() - loop_started
-    ran = total_steps - start
+    ran = config["steps"] - start
     summary = {
-        "out": str(out), "steps": total_steps, "resumed_from": start, "batch_size": batch, "world_size": world,
-        "n_images": len(files), "known_classes": known_classes, "last_losses": stats,
+        "out": str(out), "steps": config["steps"], "resumed_from": start, "batch_size": config["batch_size"],
+        "world_size": shard.world, "n_images": len(files), "known_classes": known_classes, "last_losses": stats,
         "seconds": round(time.perf_counter() - started, 2), "train_seconds": round(loop_seconds, 2),
         "steps_per_s": round(ran / loop_seconds, 3) if loop_seconds > 0 and ran else None,
         "load_average": list(os.getloadavg()), "threads": torch.get_num_threads(), "device": device,
         "precision": precision,
     }
-    if rank == 0:
+    if shard.is_main:
         final = {**meta, "completed": True, "summary": summary}
-        save_torch_atomically(out, weights_content(final, network, bank))
+        save_torch_atomically(out, weights_content(final, learner.network, learner.bank))
         out.with_name(out.name + ".json").write_text(json.dumps(summary, indent=2))
         state_path(out).unlink(missing_ok=True)
-    if world > 1:
-        dist.barrier()
+    barrier(shard)
     return summary
+
+
+def _train_steps(learner: _Learner, trained: torch.nn.Module, loader: DataLoader, step_settings: StepSettings,
+                 out: Path, meta: dict[str, Any], start: int, seed: int, device: str, precision: str, progress: bool,
+                 rank: int) -> dict[str, float]:
+    """The optimiser steps from `start` on, saving a resumable state every `save_every` steps; the last losses."""
+    total_steps, save_every = meta["steps"], meta["settings"]["save_every"]
+    device_type = torch.device(device).type
+    generator = torch.Generator()
+    learner.network.train()
+    stats: dict[str, float] = {}
+    bar = tqdm(total=total_steps, initial=start, desc="clips4", disable=not progress or rank != 0, leave=False)
+    for step, images_batch in enumerate(loader, start=start):
+        generator.manual_seed((seed * 1_000_003 + step) * 64 + rank)
+        loss, stats = training_step(
+            images_batch.to(device), trained, learner.teacher, learner.bank, step_settings, generator,
+            autocast(precision, device_type),
+        )
+        learner.optimizer.zero_grad(set_to_none=True)
+        learner.scaler.scale(loss).backward()
+        learner.scaler.step(learner.optimizer)
+        learner.scaler.update()
+        learner.scheduler.step()
+        bar.update(1)
+        bar.set_postfix({key: f"{value:.3f}" for key, value in stats.items()})
+        done = step + 1
+        if rank == 0 and done % save_every == 0 and done < total_steps:
+            learner.save_state(state_path(out), meta, done)
+    bar.close()
+    return stats
 
 
 def _completed_run(out: Path, run_key: str) -> dict[str, Any] | None:

@@ -1,7 +1,8 @@
 """TCL (Cha et al., CVPR 2023) behind the SegMethod interface: frozen CLIP + learned masker.
 
 Settings, strongest first: the protocol's ``method_settings`` (``pamr``: bool or
-``{steps, dilations}``; ``kp_w``: number), then the constructor options. tcl8 fixes ``pamr: true``
+``{steps, dilations}``; ``kp_w``: number), then the constructor options, then TCL's own values in
+``defaults.yaml``. tcl8 fixes ``pamr: true``
 (Table 2), tcl8_nopamr ``pamr: false`` (appendix Table 3).
 """
 
@@ -9,55 +10,44 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+import yaml
 from torch import Tensor
 
 from benchmark.errors import CheckpointError
 from benchmark.paths import resolve_checkpoint
 from benchmark.registry import register_method
-from methods.base import SegMethod
 from methods.clip_backbone import ClipBackbone, file_sha256, load_clip
-from methods.clip_text import TextBank, build_text_bank, text_bank_store
-from methods.pamr import PamrSettings
+from methods.clip_text import TextBank, text_bank_store
+from methods.clip_text_method import ClipTextMethod
+from methods.pamr import PamrSettings, pamr_settings
 from methods.tcl.checkpoint import load_masker_state, read_checkpoint
 from methods.tcl.inference import EncodedCrops, encode_crops, masks_from_encoded
 from methods.tcl.model import TCLMasker
 
 if TYPE_CHECKING:
-    from benchmark.demo import DemoAssets
     from benchmark.protocol import BenchmarkSpec, Protocol
 
-# models/tcl/tcl.py apply_pamr: PAMR(10, [1, 2, 4, 8, 12, 24]).
-TCL_PAMR = PamrSettings(steps=10, dilations=(1, 2, 4, 8, 12, 24))
-KP_W = 0.3  # configs/tcl.yml, configs/eval.yml evaluate.kp_w
-# The constant background channel: README "Evaluation" (0.4 with PAMR, 0.5 without, "since PAMR tends
-# to reduce the foreground area"); configs/eval.yml evaluate.bg_thresh 0.4; tcl_seg.py puts it first.
-BACKGROUND = {True: 0.4, False: 0.5}
-BACKGROUND_SOURCE = "kakaobrain/tcl README (Evaluation), configs/eval.yml bg_thresh, segmentation/evaluation/tcl_seg.py"
-DEFAULT_AGGREGATION = "mean_unnormalised"  # models/tcl/tcl.py build_text_embedding
+DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 
 
-def pamr_setting(value: Any) -> PamrSettings | None:
-    """None/False: off; True: TCL's PAMR; a mapping {steps, dilations} over TCL's defaults."""
-    if value is None or value is False:
-        return None
-    if value is True:
-        return TCL_PAMR
-    if isinstance(value, dict):
-        unknown = sorted(set(value) - {"steps", "dilations"})
-        if unknown:
-            raise ValueError(f"pamr settings take steps and dilations, not {unknown}")
-        steps = int(value.get("steps", TCL_PAMR.steps))
-        dilations = tuple(int(d) for d in value.get("dilations", TCL_PAMR.dilations))
-        return PamrSettings(steps, dilations) if steps > 0 else None
-    raise ValueError(f"pamr must be a boolean or a mapping {{steps, dilations}}, got {value!r}")
+@lru_cache(maxsize=1)
+def tcl_defaults() -> dict[str, Any]:
+    """methods/tcl/defaults.yaml: TCL's PAMR, kp_w and background values, and the demo's recipe."""
+    return yaml.safe_load(DEFAULTS_FILE.read_text(encoding="utf-8"))
+
+
+def tcl_pamr() -> PamrSettings:
+    """TCL's own PAMR (models/tcl/tcl.py apply_pamr), what `pamr: true` means for TCL."""
+    return pamr_settings(tcl_defaults()["pamr"], PamrSettings())
 
 
 @register_method()
-class TCL(SegMethod):
+class TCL(ClipTextMethod):
     """TCL (CVPR 2023): text-grounded masks from a masker trained on a frozen CLIP ViT."""
 
     name = "tcl"
@@ -70,7 +60,7 @@ class TCL(SegMethod):
         checkpoint: str | None = "tcl.pth",
         weights_root: str | None = None,
         pamr: bool | dict | None = True,
-        kp_w: float = KP_W,
+        kp_w: float | None = None,
         text_cache: str | bool | None = None,
         backbone: ClipBackbone | None = None,
         allow_torchscript: bool = False,
@@ -89,10 +79,9 @@ class TCL(SegMethod):
             warnings.warn("TCL without a checkpoint: the masker is TCL's untrained initialisation", stacklevel=2)
         else:
             self._load(resolve_checkpoint(checkpoint, weights_root))
-        self.pamr_default = pamr_setting(pamr)
-        self.kp_w_default = float(kp_w)
+        self.pamr_default = pamr_settings(pamr, tcl_pamr())
+        self.kp_w_default = float(tcl_defaults()["kp_w"] if kp_w is None else kp_w)
         self.pamr, self.kp_w = self.pamr_default, self.kp_w_default
-        self.aggregation = DEFAULT_AGGREGATION
         self.text_store = text_bank_store(text_cache, weights_root)
 
     def _load(self, path: Path) -> None:
@@ -107,36 +96,22 @@ class TCL(SegMethod):
         self.checkpoint_path, self.checkpoint_meta = path, meta
         self._checkpoint_sha256 = file_sha256(path)
 
-    @classmethod
-    def demo_options(cls, assets: DemoAssets) -> dict[str, Any] | None:
-        from methods.tcl.demo import tiny_tcl_options
-
-        return tiny_tcl_options(assets)
-
     def settings_for(self, benchmark: BenchmarkSpec) -> tuple[PamrSettings | None, float]:
         """PAMR and kp_w in force on a benchmark: its method_settings over the constructor's."""
-        settings = getattr(benchmark, "method_settings", None) or {}
-        pamr = pamr_setting(settings["pamr"]) if "pamr" in settings else self.pamr_default
+        settings = benchmark.method_settings
+        pamr = pamr_settings(settings["pamr"], tcl_pamr()) if "pamr" in settings else self.pamr_default
         kp_w = float(settings["kp_w"]) if settings.get("kp_w") is not None else self.kp_w_default
         return pamr, kp_w
 
     def setup(self, protocol: Protocol, benchmark: BenchmarkSpec) -> None:
-        text = getattr(protocol, "text", None)
-        self.aggregation = getattr(text, "aggregation", None) or DEFAULT_AGGREGATION
         self.pamr, self.kp_w = self.settings_for(benchmark)
 
     def background_value(self, protocol: Protocol, benchmark: BenchmarkSpec, rule: str) -> float | None:
         if rule != "threshold":
             return None
         pamr, _ = self.settings_for(benchmark)
-        return BACKGROUND[pamr is not None]
-
-    def encode_classes(self, names: list[list[str]], templates: list[str]) -> TextBank:
-        return build_text_bank(self.clip, names, templates, self.aggregation, self.text_store)
-
-    @torch.no_grad()
-    def predict_masks(self, crops: Tensor, bank: TextBank) -> Tensor:
-        return self.score(self.encode_crops(crops), bank)
+        background = tcl_defaults()["background"]
+        return float(background["with_pamr" if pamr is not None else "without_pamr"])
 
     @torch.no_grad()
     def encode_crops(self, crops: Tensor) -> EncodedCrops:
@@ -154,13 +129,6 @@ class TCL(SegMethod):
             "trained": {k: v for k, v in self.checkpoint_meta.items() if k in ("steps", "seed", "data")} or None,
             "pamr": asdict(self.pamr_default) if self.pamr_default else None,
             "kp_w": self.kp_w_default,
-            "background": {"with_pamr": BACKGROUND[True], "without_pamr": BACKGROUND[False],
-                           "source": BACKGROUND_SOURCE},
+            "background": dict(tcl_defaults()["background"]),
         }
-
-    def checkpoint_sha256(self) -> str | None:
-        return self._checkpoint_sha256
-
-    def backbone(self) -> str | None:
-        return self.clip.describe()
 

@@ -67,14 +67,16 @@ class AugmentedPairs(Dataset):
         epoch, index = key
         image = self.pairs.load_image(index)
         item_seed = _mix(self.seed, epoch, index)
-        python_state = random.getstate()
+        python_state, numpy_state = random.getstate(), np.random.get_state()
         try:
             random.seed(item_seed)
+            np.random.seed(item_seed)  # timm's RandAugment picks its operations with numpy's global RNG
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(item_seed)
                 tensor = self.transform(image)
         finally:
             random.setstate(python_state)
+            np.random.set_state(numpy_state)
         return tensor, self.pairs.samples[index].caption
 
 

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.tcl.distributed import gather_cat, rank_and_world
+from benchmark.distributed import rank_and_world
+from methods.tcl.distributed import gather_cat
 from methods.tcl.model import normalize
 
 TEMPERATURE_INIT = 0.07  # mi.py InfoNCE(T_init=0.07)

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.tcl.distributed import gather_cat, rank_and_world
+from benchmark.distributed import rank_and_world
+from methods.tcl.distributed import gather_cat
 from methods.tcl.losses import (
     LogitScale,
     area_loss,

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -29,6 +28,8 @@ from torch import nn
 from tqdm import tqdm
 
 from benchmark.atomic import save_torch_atomically
+from benchmark.distributed import init_distributed
+from benchmark.training import autocast, check_precision, data_parallel, decay_groups, warmup_cosine
 from methods.clip_backbone import load_clip
 from methods.tcl.checkpoint import save_checkpoint
 from methods.tcl.clip_features import encode_until_last, global_embedding
@@ -44,31 +45,12 @@ WARMUP_START = 1e-4  # utils/lr_scheduler.py LinearLR(start_factor=1e-4)
 WEIGHT_DECAY, BETAS, EPS = 0.05, (0.9, 0.999), 1e-6
 CLIP_GRAD = 5.0
 BATCH_SIZE = 64  # per GPU
-AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 STATE_FORMAT = 1
 
 
-def learning_rate(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
-    """LinearLR warm-up then CosineAnnealingLR, as SequentialLR runs them (utils/lr_scheduler.py)."""
-    if step < warmup:
-        return peak * (WARMUP_START + (1 - WARMUP_START) * step / warmup)
-    progress = (step - warmup) / max(1, total - warmup)
-    return floor + (peak - floor) * (1 + math.cos(math.pi * progress)) / 2
-
-
-def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No decay for 1-d parameters and biases; scalars (gates, w, b, temperatures) do decay (utils/optimizer.py)."""
-    decay, no_decay = [], []
-    for name, parameter in module.named_parameters():
-        (no_decay if parameter.ndim == 1 or name.endswith(".bias") else decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _init_distributed(device: str) -> tuple[int, int, torch.device]:
-    from benchmark.runner import init_distributed
-
-    shard, device = init_distributed(device)
-    return shard.rank, shard.world, torch.device(device)
+def spared_from_decay(name: str, parameter: nn.Parameter) -> bool:
+    """1-d parameters and biases; scalars (gates, w, b, temperatures) do decay (utils/optimizer.py)."""
+    return parameter.ndim == 1 or name.endswith(".bias")
 
 
 def _noise(seed: int, rank: int, step: int, device: torch.device) -> torch.Generator:
@@ -97,7 +79,8 @@ class _Run:
             self.masker = TCLMasker.from_clip(self.visual)
         self.objective = TCLObjective(self.masker).to(device).train()
         self.optimizer = torch.optim.AdamW(
-            parameter_groups(self.objective, WEIGHT_DECAY), lr=settings["lr"], betas=BETAS, eps=EPS
+            decay_groups(self.objective.named_parameters(), WEIGHT_DECAY, spared_from_decay), lr=settings["lr"],
+            betas=BETAS, eps=EPS,
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=settings["precision"] == "fp16")
         self.step, self.history, self.seconds = 0, [], 0.0
@@ -130,10 +113,7 @@ class _Run:
     def model(self, block_frozen: bool) -> nn.Module:
         """The module to call; rebuilt when the phase changes, since DDP only syncs what required grad."""
         self.masker.block.requires_grad_(not block_frozen)
-        if self.world == 1:
-            return self.objective
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(self.objective, device_ids=ids, broadcast_buffers=False)
+        return data_parallel(self.objective, self.device, self.world, broadcast_buffers=False)
 
     def train(self, data: Path, workers: int, progress: bool, save_every_s: float,
               max_seconds: float | None) -> dict[str, Any]:
@@ -142,10 +122,7 @@ class _Run:
         transform = build_transform(s["augment"], s["image_size"], s["normalisation"])
         loader, facts = step_loader(data, transform, s["batch_size"], self.rank, self.world, s["seed"],
                                     self.step, total, workers)
-        autocast = (
-            torch.autocast(device_type=self.device.type, dtype=AUTOCAST[s["precision"]])
-            if s["precision"] in AUTOCAST else contextlib.nullcontext()
-        )
+        mixed = autocast(s["precision"], self.device.type)
         block_frozen = self.step < decoder_only
         model = self.model(block_frozen)
         started = last_save = time.perf_counter()
@@ -156,7 +133,7 @@ class _Run:
             if block_frozen and self.step >= decoder_only:
                 block_frozen = False
                 model = self.model(block_frozen)
-            losses = self.train_step(model, images, captions, autocast)
+            losses = self.train_step(model, images, captions, mixed)
             self.history.append({k: round(v, 6) for k, v in losses.items()})
             bar.update(1)
             bar.set_postfix(loss=f"{losses['loss']:.3f}", refresh=False)
@@ -172,16 +149,16 @@ class _Run:
         return self.finish(facts, stopped_by)
 
     def train_step(self, model: nn.Module, images: torch.Tensor, captions: list[str],
-                   autocast: contextlib.AbstractContextManager) -> dict[str, float]:
+                   mixed: contextlib.AbstractContextManager) -> dict[str, float]:
         s = self.settings
         images = images.to(self.device, non_blocking=True)
         tokens = self.clip.tokenizer(captions).to(self.device)
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.step, s["steps"], s["warmup_steps"], s["lr"], s["min_lr"])
-        with torch.no_grad(), autocast:
+        for group in self.optimizer.param_groups:  # LinearLR then CosineAnnealingLR (utils/lr_scheduler.py)
+            group["lr"] = warmup_cosine(self.step, s["steps"], s["warmup_steps"], s["lr"], s["min_lr"], WARMUP_START)
+        with torch.no_grad(), mixed:
             text = self.clip.model.encode_text(tokens)
             clip_tokens, grid = encode_until_last(self.visual, images)
-        with autocast:
+        with mixed:
             losses = model(clip_tokens, grid, text, images, self.encode_image,
                            _noise(s["seed"], self.rank, self.step, self.device))
         loss = sum(value.float() for value in losses.values())
@@ -203,7 +180,7 @@ class _Run:
             **self.settings, **facts, "checkpoint": str(self.out), "steps_done": self.step, "stopped_by": stopped_by,
             "first_loss": self.history[0]["loss"] if self.history else None,
             "final_losses": {k: round(sum(h[k] for h in tail) / len(tail), 6) for k in (tail[0] if tail else {})},
-            "seconds": round(self.seconds, 2), "device": str(self.device), "torch": torch.__version__,
+            "seconds": round(self.seconds, 2), "device": str(self.device), "torch": str(torch.__version__),
         }
         complete = self.step >= self.settings["steps"]
         if not complete:
@@ -264,9 +241,9 @@ def train_tcl(
     the same settings is not trained again.
     """
     data, out = Path(data), Path(out)
-    if precision not in ("fp32", *AUTOCAST):
-        raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
-    rank, world, device_ = _init_distributed(device)
+    check_precision(precision)
+    shard, device = init_distributed(device)
+    rank, world, device_ = shard.rank, shard.world, torch.device(device)
     previous_threads = torch.get_num_threads()
     if threads or device_.type == "cpu":
         torch.set_num_threads(threads or len(os.sched_getaffinity(0)))

@@ -21,20 +21,18 @@ from torch import Tensor
 from benchmark.errors import CheckpointError
 from benchmark.paths import resolve_checkpoint
 from benchmark.registry import register_method
-from methods.base import SegMethod
 from methods.clip_backbone import backbone_from_model, file_sha256, load_clip
-from methods.clip_text import TextBank, build_text_bank, text_bank_store
+from methods.clip_text import TextBank, text_bank_store
+from methods.clip_text_method import ClipTextMethod
 from methods.vilseg.checkpoint import load_weights
 from methods.vilseg.inference import EncodedGroups, encode_groups, group_cosines
 from methods.vilseg.model import ViLSegModel, build_model, clip_arch, tokenizer_for
 from methods.vilseg.recipe import TrainRecipe
 
 if TYPE_CHECKING:
-    from benchmark.demo import DemoAssets
     from benchmark.protocol import BenchmarkSpec, Protocol
 
 BACKGROUND_FILE = Path(__file__).with_name("background.yaml")
-DEFAULT_AGGREGATION = "mean_normalised"
 
 
 @lru_cache(maxsize=1)
@@ -48,7 +46,7 @@ def margin_probability(logit_scale: float, num_classes: int, margin: float) -> f
 
 
 @register_method()
-class ViLSeg(SegMethod):
+class ViLSeg(ClipTextMethod):
     """ViL-Seg (ECCV 2022): image-caption contrasting + online clustering of patch embeddings."""
 
     name = "vilseg"
@@ -87,12 +85,11 @@ class ViLSeg(SegMethod):
             )
         self.net.eval().requires_grad_(False)
         arch = self.net.config.clip
-        self.text_backbone = backbone_from_model(self.net.clip, arch.name, tokenizer_for(self.net.clip), identity)
+        self.clip = backbone_from_model(self.net.clip, arch.name, tokenizer_for(self.net.clip), identity)
         self.pretrained = pretrained
         self.seed = seed
         self.logit_scale_option = logit_scale
         self.background_option = background
-        self.aggregation = DEFAULT_AGGREGATION
         self.text_store = text_bank_store(text_cache, weights_root)
 
     @staticmethod
@@ -105,12 +102,6 @@ class ViLSeg(SegMethod):
         config = TrainRecipe(num_clusters=num_clusters).network(clip_arch(backbone))
         return build_model(config, backbone.model, seed=seed), backbone.weights_sha256
 
-    @classmethod
-    def demo_options(cls, assets: DemoAssets) -> dict[str, Any] | None:
-        from methods.vilseg.demo import tiny_vilseg_options
-
-        return tiny_vilseg_options(assets)
-
     def modules(self) -> list[torch.nn.Module]:
         return [self.net]
 
@@ -120,10 +111,6 @@ class ViLSeg(SegMethod):
             return float(self.logit_scale_option)
         return float(self.net.clip.logit_scale.exp())
 
-    def setup(self, protocol: Protocol, benchmark: BenchmarkSpec) -> None:
-        text = getattr(protocol, "text", None)
-        self.aggregation = getattr(text, "aggregation", None) or DEFAULT_AGGREGATION
-
     def background_value(self, protocol: Protocol, benchmark: BenchmarkSpec, rule: str) -> float | None:
         """`threshold` / `prob_thd`: the option if given, else the cosine-margin rule of background.yaml."""
         if rule not in ("threshold", "prob_thd"):
@@ -131,13 +118,6 @@ class ViLSeg(SegMethod):
         if self.background_option is not None:
             return float(self.background_option)
         return margin_probability(self.logit_scale, len(benchmark.class_names), cosine_margin())
-
-    def encode_classes(self, names: list[list[str]], templates: list[str]) -> TextBank:
-        return build_text_bank(self.text_backbone, names, templates, self.aggregation, self.text_store)
-
-    @torch.no_grad()
-    def predict_masks(self, crops: Tensor, bank: TextBank) -> Tensor:
-        return self.score(self.encode_crops(crops), bank)
 
     @torch.no_grad()
     def encode_crops(self, crops: Tensor) -> EncodedGroups:
@@ -163,9 +143,6 @@ class ViLSeg(SegMethod):
                             "rule": "1 / (1 + (n_classes - 1) exp(-logit_scale * cosine_margin))",
                             "source": "methods/vilseg/background.yaml (this suite's choice)"}),
         }
-
-    def checkpoint_sha256(self) -> str | None:
-        return self._checkpoint_sha256
 
     def backbone(self) -> str | None:
         return self.net.config.clip.name

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
+from benchmark.demo_assets import DemoAssets, register_demo_options
+from methods.vilseg.adapter import ViLSeg
 from methods.vilseg.recipe import TrainRecipe
-
-if TYPE_CHECKING:
-    from benchmark.demo import DemoAssets
 
 DEMO_FILE = Path(__file__).with_name("demo.yaml")
 WEIGHTS_NAME = "vilseg.pt"
@@ -36,3 +35,6 @@ def tiny_vilseg_options(assets: DemoAssets) -> dict[str, Any]:
     verb = "reused" if summary.get("reused") else "trained"
     print(f"[demo] tiny ViL-Seg {verb}: {out} ({summary.get('steps')} steps)", flush=True)
     return {"checkpoint": str(out)}
+
+
+register_demo_options(ViLSeg.name, tiny_vilseg_options)

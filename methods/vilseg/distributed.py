@@ -12,28 +12,23 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-
-def active() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def world_size() -> int:
-    return dist.get_world_size() if active() else 1
+from benchmark.distributed import rank_and_world
 
 
 def gather_with_grad(tensor: Tensor) -> Tensor:
     """Every rank's [N,...] concatenated in rank order; this rank's share keeps its gradient."""
-    if not active():
+    rank, world = rank_and_world()
+    if world == 1:
         return tensor
-    shares = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    shares = [torch.empty_like(tensor) for _ in range(world)]
     dist.all_gather(shares, tensor.detach().contiguous())
-    shares[dist.get_rank()] = tensor
+    shares[rank] = tensor
     return torch.cat(shares, dim=0)
 
 
 def sum_with_grad(tensor: Tensor) -> Tensor:
     """Sum over ranks; this rank's term keeps its gradient."""
-    if not active():
+    if rank_and_world()[1] == 1:
         return tensor
     others = tensor.detach().clone()
     dist.all_reduce(others)
@@ -42,8 +37,9 @@ def sum_with_grad(tensor: Tensor) -> Tensor:
 
 def mean_no_grad(tensor: Tensor) -> Tensor:
     """Mean over ranks of a tensor that needs no gradient (DINO's centre)."""
-    if not active():
+    _, world = rank_and_world()
+    if world == 1:
         return tensor
     tensor = tensor.detach().clone()
     dist.all_reduce(tensor)
-    return tensor / dist.get_world_size()
+    return tensor / world

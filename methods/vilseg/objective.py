@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from methods.vilseg.distributed import gather_with_grad, mean_no_grad, sum_with_grad, world_size
+from benchmark.distributed import rank_and_world
+from methods.vilseg.distributed import gather_with_grad, mean_no_grad, sum_with_grad
 from methods.vilseg.losses import (
     clustering_loss,
     cross_modal_loss,
@@ -59,5 +60,6 @@ def step_loss(outputs: dict[str, Tensor], teacher_scores: Tensor, local_theta: T
     aligned = align_to_local(outputs["global_clusters"].softmax(dim=1), local_theta, tuple(local.shape[-2:]))
     clustering = clustering_loss(patch_assignments(aligned), patch_assignments(local), sum_with_grad)
     global_terms = recipe.cross_modal_weight * cross_modal + recipe.clustering_weight * clustering
-    total = global_terms * world_size() + recipe.vision_weight * vision
+    _, world = rank_and_world()
+    total = global_terms * world + recipe.vision_weight * vision
     return StepLoss(total, cross_modal, vision, clustering, new_center)

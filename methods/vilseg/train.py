@@ -15,7 +15,6 @@ import json
 import math
 import os
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,16 @@ import open_clip
 import torch
 from tqdm import tqdm
 
+from benchmark.distributed import init_distributed
 from benchmark.errors import CheckpointError
+from benchmark.training import (
+    autocast,
+    check_precision,
+    data_parallel,
+    decay_groups,
+    warmup_cosine,
+    warmup_steps,
+)
 from methods.clip_backbone import file_sha256, load_clip
 from methods.vilseg.checkpoint import (
     STATE_KIND,
@@ -42,31 +50,22 @@ from methods.vilseg.recipe import TrainRecipe
 from methods.vilseg.teacher import EmaTeacher, teacher_momentum
 from methods.vilseg.views import make_views
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 LOSS_NAMES = ("total", "cross_modal", "vision", "clustering")
 
 
-def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
-    """Linear warmup over `warmup` steps, then half-cosine decay to 0 at `total`."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * peak * (1 + math.cos(math.pi * min(1.0, progress)))
+def spared_from_decay(name: str, param: torch.nn.Parameter) -> bool:
+    """Biases, norms, embeddings and scales."""
+    return param.ndim < 2 or "ln" in name or name.endswith(".bias") or "embedding" in name
 
 
 def param_groups(model: ViLSegModel, recipe: TrainRecipe) -> list[dict[str, Any]]:
     """Encoders at `lr`, heads at `head_lr`; no weight decay on biases, norms, embeddings and scales."""
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        head = not name.startswith("clip.")
-        exempt = param.ndim < 2 or "ln" in name or name.endswith(".bias") or "embedding" in name
-        groups.setdefault((head, exempt), []).append(param)
+    trainable = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
+    encoders = [(name, param) for name, param in trainable if name.startswith("clip.")]
+    heads = [(name, param) for name, param in trainable if not name.startswith("clip.")]
     return [
-        {"params": params, "base_lr": recipe.head_lr if head else recipe.lr,
-         "weight_decay": 0.0 if exempt else recipe.weight_decay}
-        for (head, exempt), params in sorted(groups.items())
+        *decay_groups(encoders, recipe.weight_decay, spared_from_decay, base_lr=recipe.lr),
+        *decay_groups(heads, recipe.weight_decay, spared_from_decay, base_lr=recipe.head_lr),
     ]
 
 
@@ -136,11 +135,8 @@ def train_vilseg(
     batch_size is per process. steps defaults to the recipe's. With ``resume`` a finished
     ``out`` from the same settings is reused as is and a saved state continues.
     """
-    from benchmark.runner import init_distributed
-
     data, out = Path(data), Path(out)
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    check_precision(precision)
     recipe = recipe if isinstance(recipe, TrainRecipe) else TrainRecipe.from_dict(recipe)
     total = int(steps if steps is not None else recipe.steps)
     if total < 1:
@@ -156,6 +152,67 @@ def train_vilseg(
         torch.set_num_threads(previous_threads)
 
 
+class _Learner:
+    """What training changes: the student, its EMA teacher, the optimiser and scaler, DINO's centre, the losses."""
+
+    def __init__(self, model: ViLSegModel, recipe: TrainRecipe, total: int, device: str, precision: str) -> None:
+        self.recipe, self.total, self.device = recipe, total, device
+        self.model = model.to(device).train()
+        self.teacher = EmaTeacher(model).to(device) if recipe.teacher_momentum > 0 else None
+        self.optimizer = torch.optim.AdamW(param_groups(model, recipe), lr=recipe.lr, betas=(0.9, 0.98), eps=1e-6)
+        device_type = torch.device(device).type
+        self.scaler = torch.amp.GradScaler(device_type, enabled=precision == "fp16")
+        self.center = torch.zeros(1, recipe.head_out, device=device)
+        self.history: list[list[float]] = []
+        self.start_step = 0
+        self.warmup = warmup_steps(total, recipe.warmup)
+        self.mixed = autocast(precision, device_type)
+
+    def resume(self, path: Path, identity: dict[str, Any]) -> None:
+        self.start_step, self.center, self.history = _resume(
+            path, identity, self.model, self.teacher, self.optimizer, self.scaler, self.device
+        )
+
+    def state(self, identity: dict[str, Any], done: int) -> dict[str, Any]:
+        """The resumable training state after `done` steps."""
+        return {
+            "identity": identity, "step": done, "model": cpu_state(self.model),
+            "teacher": cpu_state(self.teacher) if self.teacher is not None else None,
+            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "center": self.center.cpu(),
+            "history": self.history, "config": self.model.config.to_dict(),
+        }
+
+    def step(self, network: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor, step: int,
+             generator: torch.Generator) -> dict[str, float]:
+        """One optimiser step on a batch of pairs; returns the step's losses."""
+        model, teacher, recipe, optimizer = self.model, self.teacher, self.recipe, self.optimizer
+        views = make_views(images.to(self.device, non_blocking=True), recipe.views, model.config.image_mean,
+                           model.config.image_std, generator)
+        for group in optimizer.param_groups:
+            group["lr"] = warmup_cosine(step, self.total, self.warmup, group["base_lr"])
+        with self.mixed:
+            outputs = network(views.global_images, views.local_images, tokens.to(self.device), teacher is None)
+            teacher_scores = teacher(views.global_images) if teacher is not None else outputs["global_scores"]
+        loss = step_loss(outputs, teacher_scores.float(), views.local_theta, self.center, recipe)
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss.total).backward()
+        if recipe.grad_clip > 0:
+            self.scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        self.center = loss.center
+        with torch.no_grad():
+            model.clip.logit_scale.clamp_(0, math.log(recipe.max_logit_scale))
+            if teacher is not None:
+                teacher.update(model, teacher_momentum(recipe.teacher_momentum, step, self.total))
+        values = loss.values(recipe)
+        if not all(math.isfinite(v) for v in values.values()):
+            raise FloatingPointError(f"ViL-Seg loss is not finite at step {step}: {values}")
+        self.history.append([values[name] for name in LOSS_NAMES])
+        return values
+
+
 def _train(data: Path, out: Path, init: str | None, seed: int, total: int, batch_size: int, device: str,
            precision: str, progress: bool, resume: bool, model_name: str, recipe: TrainRecipe, workers: int,
            save_every: int, weights_root: str | None, rank: int, world: int) -> dict[str, Any]:
@@ -167,70 +224,29 @@ def _train(data: Path, out: Path, init: str | None, seed: int, total: int, batch
         finished = _finished_summary(out, identity)
         if finished is not None:
             return finished
-    model = model.to(device).train()
-    teacher = EmaTeacher(model).to(device) if recipe.teacher_momentum > 0 else None
-    optimizer = torch.optim.AdamW(param_groups(model, recipe), lr=recipe.lr, betas=(0.9, 0.98), eps=1e-6)
-    device_type = torch.device(device).type
-    scaler = torch.amp.GradScaler(device_type, enabled=precision == "fp16")
-    center = torch.zeros(1, recipe.head_out, device=device)
-    history: list[list[float]] = []
-    start_step = 0
+    learner = _Learner(model, recipe, total, device, precision)
     state_file = state_path(out)
     if resume and state_file.is_file():
-        start_step, center, history = _resume(state_file, identity, model, teacher, optimizer, scaler, device)
-    network = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        network = DistributedDataParallel(model, device_ids=[torch.device(device).index] if device_type == "cuda"
-                                          else None)
+        learner.resume(state_file, identity)
+    start_step = learner.start_step
+    network = data_parallel(model, torch.device(device), world)
     batches = PairBatches(data, recipe.views.global_size, tokenizer_for(model.clip), batch_size,
                           seed, rank, world, workers, progress and rank == 0)
-    autocast = (torch.autocast(device_type=device_type, dtype=PRECISIONS[precision])
-                if PRECISIONS[precision] is not None else nullcontext())
-    warmup = max(1, int(recipe.warmup * total))
     train_started = time.perf_counter()
     bar = tqdm(total=total, initial=start_step, desc="train ViL-Seg", disable=not progress or rank != 0)
     for step, (images, tokens) in enumerate(batches(start_step, total), start=start_step):
         generator = torch.Generator().manual_seed(seed * 1_000_003 + step * 7919 + rank)
-        views = make_views(images.to(device, non_blocking=True), recipe.views, model.config.image_mean,
-                           model.config.image_std, generator)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, total, group["base_lr"], warmup)
-        with autocast:
-            outputs = network(views.global_images, views.local_images, tokens.to(device), teacher is None)
-            teacher_scores = teacher(views.global_images) if teacher is not None else outputs["global_scores"]
-        loss = step_loss(outputs, teacher_scores.float(), views.local_theta, center, recipe)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss.total).backward()
-        if recipe.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        center = loss.center
-        with torch.no_grad():
-            model.clip.logit_scale.clamp_(0, math.log(recipe.max_logit_scale))
-            if teacher is not None:
-                teacher.update(model, teacher_momentum(recipe.teacher_momentum, step, total))
-        values = loss.values(recipe)
-        if not all(math.isfinite(v) for v in values.values()):
-            raise FloatingPointError(f"ViL-Seg loss is not finite at step {step}: {values}")
-        history.append([values[name] for name in LOSS_NAMES])
+        values = learner.step(network, images, tokens, step, generator)
         bar.update(1)
         bar.set_postfix({name[:5]: f"{values[name]:.3f}" for name in LOSS_NAMES}, refresh=False)
         done = step + 1
         if rank == 0 and save_every > 0 and done % save_every == 0 and done < total:
-            save_train_state(state_file, {
-                "identity": identity, "step": done, "model": cpu_state(model),
-                "teacher": cpu_state(teacher) if teacher is not None else None,
-                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "center": center.cpu(),
-                "history": history, "config": model.config.to_dict(),
-            })
+            save_train_state(state_file, learner.state(identity, done))
     bar.close()
     train_seconds = time.perf_counter() - train_started
-    summary = _summary(identity, history, start_step, total, model, train_seconds, time.perf_counter() - started,
-                       time.process_time() - cpu_started, load_at_start, device, precision, out, batches.in_memory)
+    summary = _summary(identity, learner.history, start_step, total, model, train_seconds,
+                       time.perf_counter() - started, time.process_time() - cpu_started, load_at_start, device,
+                       precision, out, batches.in_memory)
     summary = json.loads(json.dumps(summary))  # plain types only: weights files are read with weights_only
     if rank == 0:
         save_weights(out, model.cpu(), {"identity": identity, "summary": summary, "steps": total, "seed": seed,
