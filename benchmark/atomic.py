@@ -2,16 +2,18 @@
 
 Every writer goes through `replace_atomically`: the content goes to a temporary file
 `.<name>.[<owner>.]<random>.tmp` beside the target, is flushed to disk (fsync), renamed over the
-target, and the folder entry is flushed too. A writer that fails removes its temporary file; one
-killed before the rename leaves it behind, and the next holder of the same claim removes it
-(`results.record_lock` for records, with `owner` the claim's tag).
+target, and the folder entry is flushed too. The file gets the mode of any new file of the user
+(0666 less the umask), not tempfile's private 0600, so a shared results folder stays readable by
+the team. A writer that fails removes its temporary file; one killed before the rename leaves it
+behind, and the next holder of the same claim removes it (`results.record_lock` for records, with
+`owner` the claim's tag).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,7 @@ def replace_atomically(path: str | os.PathLike, write: Callable[[Path], None], o
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{path.name}.{owner}." if owner else f".{path.name}."
-    descriptor, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
-    os.close(descriptor)
-    temporary = Path(name)
+    temporary = _create_temporary(path.parent, prefix)
     try:
         write(temporary)
         _fsync(temporary, os.O_RDONLY)
@@ -32,6 +32,18 @@ def replace_atomically(path: str | os.PathLike, write: Callable[[Path], None], o
     finally:
         temporary.unlink(missing_ok=True)
     _fsync(path.parent, os.O_RDONLY)
+
+
+def _create_temporary(folder: Path, prefix: str) -> Path:
+    """A new empty file `<prefix><random>.tmp` in `folder`, created with mode 0666 for the umask to trim."""
+    while True:
+        temporary = folder / f"{prefix}{secrets.token_hex(4)}.tmp"
+        try:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(descriptor)
+        return temporary
 
 
 def _fsync(path: Path, flags: int) -> None:

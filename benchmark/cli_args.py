@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from benchmark import paths
+from benchmark.devices import device_name
 from benchmark.errors import BenchmarkError
 
 if TYPE_CHECKING:
@@ -23,6 +25,46 @@ ROOTS = {
 def comma_list(value: str | None) -> list[str] | None:
     """"a, b,c" -> ["a", "b", "c"]; None where nothing was given."""
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _number(text: str, kind: type, least: float | None = None, most: float | None = None) -> Any:
+    """`text` as an int or a finite float within the bounds given, else argparse's one-line error."""
+    wanted = "an integer" if kind is int else "a number"
+    if least is not None:
+        wanted += f" from {least:g} to {most:g}" if most is not None else f" >= {least:g}"
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or (least is not None and value < least) or (
+            most is not None and value > most):
+        raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a count of images, a batch size)."""
+    return _number(text, int, least=1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (workers, examples to keep, warm-up images)."""
+    return _number(text, int, least=0)
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (seconds, a tolerance)."""
+    return _number(text, float, least=0)
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number in [0, 1] (an opacity)."""
+    return _number(text, float, least=0, most=1)
+
+
+def finite_float(text: str) -> float:
+    """argparse type: any finite number (a score threshold)."""
+    return _number(text, float)
 
 
 def method_options(pairs: list[str]) -> dict[str, Any]:
@@ -62,7 +104,7 @@ def add_running_group(
     """--device, --no-progress; a command adds its own batch size and workers to the group it returns."""
     group = parser.add_argument_group("running")
     if device:
-        group.add_argument("--device", default="cpu")
+        group.add_argument("--device", default="cpu", type=device_name, help="cpu, cuda, cuda:N or mps")
     if progress:
         group.add_argument("--no-progress", action="store_true")
     return group

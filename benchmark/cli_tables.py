@@ -10,12 +10,25 @@ check-published  validate leaderboard/published*.yaml
 from __future__ import annotations
 
 import argparse
+import difflib
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from benchmark import paths
-from benchmark.cli_args import add_method_group, add_roots_group, add_running_group, comma_list, method_run
+from benchmark.cli_args import (
+    add_method_group,
+    add_roots_group,
+    add_running_group,
+    comma_list,
+    finite_float,
+    fraction,
+    method_run,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+)
 from benchmark.errors import BenchmarkError
 
 
@@ -30,17 +43,64 @@ def _published_entries(args: argparse.Namespace) -> list[Any] | None:
     return published.entries
 
 
+def _records(sources: list[Path], strict: bool) -> list[dict[str, Any]]:
+    """The records under `sources`; each unusable record file is one warning line (with --strict: an error)."""
+    from benchmark.results import read_records
+
+    records, unreadable = read_records(sources)
+    for problem in unreadable:
+        line = (f"{problem.path}: unusable record, {problem.reason}; rerun the eval that wrote it (with or without "
+                "--skip-existing, it is recomputed) or delete the file")
+        if strict:
+            more = f" ({len(unreadable) - 1} more unusable record(s))" if len(unreadable) > 1 else ""
+            raise BenchmarkError(f"{line}{more}; --strict: no table written")
+        print(f"warning: {line}; left out of the tables", file=sys.stderr)
+    return records
+
+
+def _unknown(flag: str, asked: list[str], known: list[str], none_such: str) -> str | None:
+    """"FLAG 'x': no such thing (did you mean 'y'?)" for the first of `asked` not in `known`; None if all are."""
+    for name in asked:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            return f"{flag} {name!r}: {none_such}" + (f" (did you mean {close[0]!r}?)" if close else "")
+    return None
+
+
+def _listing(names: list[str] | set[str]) -> str:
+    return ", ".join(sorted(names)) or "none"
+
+
 def _select(records: list[dict[str, Any]], args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str] | None]:
-    """Records of --protocol (its current hash where the protocol loads), full ones unless --partial."""
-    from benchmark.protocol import load_protocol, protocol_path
+    """Records of --protocol (its current hash where the protocol loads), full ones unless --partial.
+
+    A --protocol that is neither a protocol file nor a protocol of the records, and a --benchmarks name that is
+    neither in the protocol nor in its records, are errors naming what exists.
+    """
+    from benchmark.protocol import list_protocols, load_protocol, protocol_path
 
     benchmarks = comma_list(args.benchmarks)
+    in_records = {r["protocol"]["name"] for r in records}
+    loads = bool(args.protocol) and protocol_path(args.protocol).exists()
+    if args.protocol and not loads and args.protocol not in in_records:
+        shipped = list_protocols()
+        unknown = _unknown("--protocol", [args.protocol], [*shipped, *in_records], "no such protocol")
+        raise BenchmarkError(f"{unknown}; shipped: {_listing(shipped)}; in the records: {_listing(in_records)}")
+    protocol = load_protocol(args.protocol) if loads else None
+    if benchmarks:
+        name = protocol.name if protocol else args.protocol
+        of_protocol = set(protocol.benchmarks) if protocol else set()
+        in_records = {r["benchmark"] for r in records if not name or r["protocol"]["name"] == name}
+        known = sorted(of_protocol | in_records)
+        where = f"protocol {name!r}" if name else "the records"
+        unknown = _unknown("--benchmarks", benchmarks, known, f"no such benchmark in {where}")
+        if unknown and known:
+            raise BenchmarkError(f"{unknown}; benchmarks: {_listing(known)}")
     if not args.partial:
         records = [r for r in records if not r.get("partial")]
     if not args.protocol:
         return records, benchmarks
-    if protocol_path(args.protocol).exists():
-        protocol = load_protocol(args.protocol)
+    if protocol is not None:
         others = sorted({r["protocol"]["hash"][:12] for r in records
                          if r["protocol"]["name"] == protocol.name and r["protocol"]["hash"] != protocol.hash})
         if others:
@@ -75,10 +135,14 @@ def _write_outputs(boards: list[Any], args: argparse.Namespace) -> None:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from benchmark.leaderboard import build_boards
-    from benchmark.results import load_records
 
     folders = [Path(f) for f in args.results] if args.results else [paths.results_root()]
-    records, benchmarks = _select(load_records([f for f in folders if f.exists()]), args)
+    missing = [str(folder) for folder in folders if not folder.exists()]
+    if missing and (args.results or os.environ.get("ZSSEG_RESULTS")):
+        given = "--results" if args.results else "$ZSSEG_RESULTS"
+        raise BenchmarkError(f"{given} {', '.join(missing)}: no such folder (records are where `zsbench eval "
+                             "--results` wrote them; default ./results)")
+    records, benchmarks = _select(_records([f for f in folders if f.exists()], args.strict), args)
     boards = build_boards(records, _published_entries(args), benchmarks)
     _write_outputs(boards, args)
     return 0
@@ -86,13 +150,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from benchmark.leaderboard import build_boards, check_one_hash_per_protocol
-    from benchmark.results import load_records
 
     sources = [Path(source) for source in args.sources]
     missing = [str(source) for source in sources if not source.exists()]
     if missing:
-        raise BenchmarkError(f"no such file or folder: {', '.join(missing)}")
-    records, benchmarks = _select(_deduplicated(load_records(sources)), args)
+        raise BenchmarkError(f"no such results folder or record file: {', '.join(missing)}")
+    records, benchmarks = _select(_deduplicated(_records(sources, args.strict)), args)
     if not records:
         raise BenchmarkError(f"no records under {', '.join(map(str, sources))}")
     check_one_hash_per_protocol(records)
@@ -102,11 +165,13 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def _deduplicated(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The same (protocol hash, run, benchmark, partial) from two places counts once: the newest record."""
+    from benchmark.leaderboard import finite_value
+
     kept: dict[tuple, dict[str, Any]] = {}
     for record in records:
         key = (record["protocol"]["hash"], record["method"]["run_id"], record["benchmark"], record["partial"])
         other = kept.get(key)
-        if other is not None and other["miou"] != record["miou"]:
+        if other is not None and finite_value(other["miou"]) != finite_value(record["miou"]):
             print(f"warning: {record.get('_path')} and {other.get('_path')} hold the same run with different mIoU "
                   f"({record['miou']} vs {other['miou']}); keeping the newer", file=sys.stderr)
         if other is None or str(record.get("time", "")) > str(other.get("time", "")):
@@ -121,6 +186,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     published = load_published([Path(f) for f in args.published] if args.published else None)
     for warning in published.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    named = {entry.method for entry in published.entries} | {e.run.method for e in published.entries if e.run}
+    unknown = _unknown("--methods", comma_list(args.methods) or [], sorted(named), "no published entry")
+    if unknown:
+        raise BenchmarkError(f"{unknown}; published methods: {_listing(named)}")
     settings = ReproduceSettings(
         data_root=paths.data_root(args.data_root), weights_root=paths.weights_root(args.weights_root),
         results_root=paths.results_root(args.results), device=args.device, batch_size=args.batch_size,
@@ -148,8 +217,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     classes = parse_classes(args.classes)
     if not classes:
         raise BenchmarkError("--classes: give at least one class name, e.g. --classes 'cat,dog,grass'")
+    image_path = Path(args.image)
+    if not image_path.is_file():
+        what = "is a folder, not an image file" if image_path.is_dir() else "image file is missing"
+        raise BenchmarkError(f"{image_path}: {what} (--image); check the path")
     protocol = load_protocol(args.protocol)
-    image = read_image(Path(args.image))
+    image = read_image(image_path)
     run = method_run(args)
     prediction, names = predict_image(run.method, protocol, image, classes, args.benchmark, args.threshold,
                                       args.device, args.batch_size)
@@ -184,6 +257,8 @@ def _table_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partial", action="store_true", help="also show partial records (rows of their own)")
     parser.add_argument("--plot", metavar="PNG", help="also write a bar chart of mIoU per dataset per method")
     parser.add_argument("--title", default="zsseg-bench leaderboard", help="page title (md, html, json)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop (exit 2) at an unusable record file instead of leaving it out with a warning")
 
 
 def add_leaderboard_command(commands: argparse._SubParsersAction) -> None:
@@ -206,13 +281,13 @@ def add_reproduce_command(commands: argparse._SubParsersAction) -> None:
     repro.add_argument("--published", action="append", metavar="FILE",
                        help="published file(s) (default: leaderboard/published*.yaml)")
     repro.add_argument("--report", default=str(paths.LEADERBOARD_DIR / "REPRODUCTION.md"), help="report to write")
-    repro.add_argument("--tolerance", type=float, help="override the files' tolerance (mIoU points)")
+    repro.add_argument("--tolerance", type=non_negative_float, help="override the files' tolerance (mIoU points)")
     repro.add_argument("--methods", help="only entries of these methods (comma-separated)")
     repro.add_argument("--dry-run", action="store_true", help="list what would run and what is missing")
     repro.add_argument("--strict", action="store_true", help="also fail when an entry is missing or not runnable")
     running = add_running_group(repro)
-    running.add_argument("--batch-size", type=int, default=16)
-    running.add_argument("--workers", type=int, default=2)
+    running.add_argument("--batch-size", type=positive_int, default=16)
+    running.add_argument("--workers", type=non_negative_int, default=2)
     add_roots_group(repro, "data", "weights", "results")
     repro.set_defaults(func=cmd_reproduce)
 
@@ -225,10 +300,10 @@ def add_predict_command(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--out", required=True, help="overlay PNG to write")
     predict.add_argument("--protocol", default="tcl8", help="resize, window and prompt settings (default tcl8)")
     predict.add_argument("--benchmark", help="the protocol benchmark whose settings apply (default: its first)")
-    predict.add_argument("--threshold", type=float,
+    predict.add_argument("--threshold", type=finite_float,
                          help="add a background class: a constant channel at this score (TCL: 0.5, 0.4 with PAMR)")
-    predict.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
-    add_running_group(predict, progress=False).add_argument("--batch-size", type=int, default=16)
+    predict.add_argument("--alpha", type=fraction, default=0.5, help="overlay opacity (0 to 1)")
+    add_running_group(predict, progress=False).add_argument("--batch-size", type=positive_int, default=16)
     add_roots_group(predict, "weights")
     predict.set_defaults(func=cmd_predict)
 

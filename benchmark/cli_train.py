@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from benchmark.devices import device_name
 from benchmark.registry import Trainer, list_trainers
 
 
@@ -32,8 +33,8 @@ def run_trainer(trainer: Trainer, args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:
-    """Registers `train clip` and `train NAME` for every registered trainer on the `zsbench` parser."""
+def add_commands(commands: argparse._SubParsersAction, with_trainers: bool = True) -> None:
+    """Registers `train clip` and (with_trainers) `train NAME` for every registered trainer on the parser."""
     train = commands.add_parser("train", help="train a model")
     trainers = train.add_subparsers(dest="model", required=True)
     clip = trainers.add_parser("clip", help="train the tiny CLIP on image-caption pairs")
@@ -42,11 +43,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     clip.add_argument("--seed", type=int, default=0)
     clip.add_argument("--steps", type=int, help="optimizer steps (default: the tuned budget)")
     clip.add_argument("--seconds", type=float, help="stop early after this many seconds")
-    clip.add_argument("--device", default="cpu")
+    clip.add_argument("--device", default="cpu", type=device_name, help="cpu, cuda, cuda:N or mps")
     clip.add_argument("--no-progress", action="store_true")
     clip.set_defaults(func=cmd_train_clip)
 
-    for trainer in list_trainers():
+    for trainer in list_trainers() if with_trainers else []:
         command = trainers.add_parser(trainer.name, help=trainer.help)
         trainer.add_arguments(command)
         command.set_defaults(func=partial(run_trainer, trainer))

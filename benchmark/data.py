@@ -37,6 +37,7 @@ class DatasetCard:
     classes: tuple[str, ...]
     notes: str
     path: Path
+    remedy: str = ""  # how to get the data, where preparing downloads does not apply; {data_root} is filled in
 
     @property
     def num_classes(self) -> int:
@@ -58,7 +59,7 @@ _CARD_REQUIRED = {
 }
 _CARD_OPTIONAL = {
     "title": str, "source": str, "split": str, "ignore_index": int, "reduce_zero_label": bool,
-    "has_background": bool, "notes": str,
+    "has_background": bool, "notes": str, "remedy": str,
 }
 
 
@@ -109,7 +110,7 @@ def load_card(name_or_path: str | Path) -> DatasetCard:
         seg_map_suffix=raw["seg_map_suffix"], split=raw.get("split"), num_images=raw["num_images"],
         ignore_index=ignore_index, reduce_zero_label=bool(raw.get("reduce_zero_label", False)),
         has_background=bool(raw.get("has_background", False)), classes=tuple(classes),
-        notes=raw.get("notes") or "", path=path,
+        notes=raw.get("notes") or "", path=path, remedy=raw.get("remedy") or "",
     )
 
 
@@ -171,42 +172,57 @@ def list_samples(card: DatasetCard, data_root: Path) -> list[Sample]:
 @dataclass
 class DataCheck:
     dataset: str
-    status: str  # found | missing | incomplete | unreadable
+    status: str  # found | missing | incomplete | bad
     found: int
     expected: int
     missing: list[str]
-    unreadable: list[str]
+    bad: list[str]  # with read_files: eval's reason for each sample it would stop on, "<file>: <why>; <fix>"
     remedy: str
+
+    @property
+    def unreadable(self) -> list[str]:
+        """`bad` under its former name."""
+        return self.bad
+
+
+def card_remedy(card: DatasetCard, data_root: Path) -> str:
+    """What to do when a card's data is missing: the card's own `remedy`, else prepare it (datasets/README.md)."""
+    if card.remedy:
+        return card.remedy.strip().replace("{data_root}", str(data_root))
+    return f"prepare {card.name} under {_card_root(card, data_root)} ({PREPARE_HINT})"
 
 
 def check_dataset(card: DatasetCard, data_root: Path, read_files: bool = False) -> DataCheck:
-    """Counts images and labels against the card; with read_files, also decodes every file."""
-    root = _card_root(card, data_root)
-    remedy = f"prepare {card.name} under {root} ({PREPARE_HINT})"
+    """Counts images and labels against the card; with read_files, also reads every sample as eval does
+    (`read_sample`: decoding, label values, image and label sizes) and keeps eval's reason per bad sample."""
+    remedy = card_remedy(card, data_root)
     try:
         samples = list_samples(card, data_root)
     except DataError:
         return DataCheck(card.name, "missing", 0, card.num_images, [], [], remedy)
     missing = [str(p) for s in samples for p in (s.image, s.label) if not p.is_file()]
-    unreadable: list[str] = []
+    bad: list[str] = []
     if read_files:
         for sample in samples:
-            for file, reader in ((sample.image, read_image), (sample.label, read_label_raw)):
-                if file.is_file():
-                    try:
-                        reader(file)
-                    except DataError:
-                        unreadable.append(str(file))
+            try:
+                if sample.image.is_file() and sample.label.is_file():
+                    read_sample(sample, card)
+                elif sample.image.is_file():
+                    read_image(sample.image)
+                elif sample.label.is_file():
+                    read_label(sample.label, card)
+            except DataError as error:
+                bad.append(str(error))
     found = sum(1 for s in samples if s.image.is_file() and s.label.is_file())
-    if unreadable:
-        status = "unreadable"
+    if bad:
+        status = "bad"
     elif found == 0:
         status = "missing"
     elif found < card.num_images or missing:
         status = "incomplete"
     else:
         status = "found"
-    return DataCheck(card.name, status, found, card.num_images, missing, unreadable, remedy)
+    return DataCheck(card.name, status, found, card.num_images, missing, bad, remedy)
 
 
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
@@ -283,6 +299,22 @@ def read_label(path: Path, card: DatasetCard) -> np.ndarray:
     return map_label(read_label_raw(path), card, path)
 
 
+def check_label_size(image: np.ndarray, label: np.ndarray, image_path: Path, label_path: Path) -> None:
+    if image.shape[:2] != label.shape:
+        raise DataError(
+            f"{label_path}: label size {label.shape[1]}x{label.shape[0]} differs from image "
+            f"{image_path} size {image.shape[1]}x{image.shape[0]}; re-prepare the dataset"
+        )
+
+
+def read_sample(sample: Sample, card: DatasetCard) -> tuple[np.ndarray, np.ndarray]:
+    """The image and its card's label, with every check eval makes on a sample (the reason in a DataError)."""
+    image = read_image(sample.image)
+    label = read_label(sample.label, card)
+    check_label_size(image, label, sample.image, sample.label)
+    return image, label
+
+
 class BenchmarkDataset(torch.utils.data.Dataset):
     """The samples at `indices` of a card's split: decoded, checked, and transformed image + label."""
 
@@ -313,14 +345,10 @@ class BenchmarkDataset(torch.utils.data.Dataset):
             image = read_image(sample.image)
             for card, source in sources:
                 labels.append(read_label(source.label, card))
+            for (_, source), label in zip(sources, labels, strict=True):
+                check_label_size(image, label, sample.image, source.label)
         except DataError as error:
             return {"index": index, "error": str(error)}
-        for (_, source), label in zip(sources, labels, strict=True):
-            if image.shape[:2] != label.shape:
-                return {"index": index, "error": (
-                    f"{source.label}: label size {label.shape[1]}x{label.shape[0]} differs from image "
-                    f"{sample.image} size {image.shape[1]}x{image.shape[0]}; re-prepare the dataset"
-                )}
         return {
             "index": index,
             "stem": sample.stem,

@@ -81,7 +81,7 @@ def run_demo(
     for name, options in demo_runs(assets, protocol, data_root):
         method = build_method(get_method_class(name), options=options)
         print(f"[demo] evaluating {name}", flush=True)
-        evaluate(MethodRun(method, options, None), protocol, None, settings)
+        evaluate(MethodRun(method, options, None, str(weights_root)), protocol, None, settings)
     from benchmark.results import load_records
 
     records = [

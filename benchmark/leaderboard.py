@@ -133,11 +133,15 @@ class Board:
         return ranks
 
 
-def _finite(value: Any) -> float | None:
+def finite_value(value: Any) -> float | None:
+    """A number as a float; None for a missing value and for NaN or Infinity (older records hold NaN)."""
     if value is None or isinstance(value, bool):
         return None
-    value = float(value)
-    return None if math.isnan(value) else value
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
 
 
 def protocol_key(record: dict[str, Any]) -> tuple[str, str]:
@@ -224,13 +228,13 @@ def build_board(
             continue
         row = rows.setdefault((record["method"]["run_id"], bool(record["partial"])),
                               Row(label="", method=record["method"], partial=bool(record["partial"])))
-        row.overall[name] = Cell(_finite(record["miou"]))
+        row.overall[name] = Cell(finite_value(record["miou"]))
         if name in split:
             for metric in SPLIT_METRICS:
-                row.cells[Column(name, metric)] = Cell(_finite(record["split"].get(metric)))
+                row.cells[Column(name, metric)] = Cell(finite_value(record["split"].get(metric)))
         else:
             row.cells[Column(name)] = row.overall[name]
-        row.per_class[name] = {key: _finite(value) for key, value in (record.get("per_class_iou") or {}).items()}
+        row.per_class[name] = {key: finite_value(value) for key, value in (record.get("per_class_iou") or {}).items()}
         classes.setdefault(name, list(record.get("per_class_iou") or {}))
         if "_path" in record:
             row.record_paths[name] = record["_path"]

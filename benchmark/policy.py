@@ -20,7 +20,8 @@ def resolve_background_value(method: SegMethod, protocol: Protocol, spec: Benchm
     if value is None:
         raise ConfigError(
             f"{protocol.path}: benchmark {spec.name!r} uses background rule {rule!r} with no value, and method "
-            f"{method.name!r} declares none; set benchmarks.{spec.name}.background.value in the protocol"
+            f"{method.name!r} declares none: return the method's value for {rule!r} from its background_value() "
+            f"(README, Adding a method), or pass --set benchmarks.{spec.name}.background.value=V for this run"
         )
     return float(value)
 
@@ -38,6 +39,13 @@ def check_split_overlap(method: SegMethod, protocol: Protocol, spec: BenchmarkSp
             f"{protocol.path}: method {method.name!r} was trained with dense labels on {overlap}, which are unseen "
             f"classes of split {spec.split.name!r} on benchmark {spec.name!r}; its numbers would not be zero-shot"
         )
+
+
+def check_before_first_image(method: SegMethod, protocol: Protocol, specs: list[BenchmarkSpec]) -> None:
+    """Every benchmark's requirements, checked before any image of any benchmark is evaluated."""
+    for spec in specs:
+        check_split_overlap(method, protocol, spec)
+        resolve_background_value(method, protocol, spec)
 
 
 def ignored_in_metric(spec: BenchmarkSpec) -> torch.Tensor | None:

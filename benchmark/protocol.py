@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from benchmark import paths
 from benchmark.data import DatasetCard, load_card
@@ -17,6 +20,8 @@ RESIZE_FIELDS = {"short": int, "long_max": int}
 BACKGROUND_RULES = ("none", "names", "threshold", "prob_thd")
 AGGREGATIONS = ("mean_unnormalised", "mean_normalised")
 PRECISIONS = ("fp32", "bf16", "fp16")
+# method_settings keys that the built-in methods read (a protocol may set others for other methods).
+METHOD_SETTING_HINTS = ("logit_scale", "pamr", "kp_w")
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,7 @@ class Protocol:
     text: TextSpec
     benchmarks: dict[str, BenchmarkSpec]
     hash: str
+    overrides: dict[str, Any] = field(default_factory=dict)  # --set KEY=VALUE over the file (a derived protocol)
 
     def select(self, names: list[str] | None) -> list[BenchmarkSpec]:
         if not names:
@@ -243,7 +249,19 @@ def _check_class_count(spec: BenchmarkSpec, classes_file: Path) -> None:
         raise ConfigError(f"{classes_file}: rule {spec.background.rule!r} needs a card with a background class 0")
 
 
-def load_protocol(name_or_path: str | Path) -> Protocol:
+def load_protocol(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> Protocol:
+    """A protocol file, validated and hashed; with `overrides` (dotted key -> value, see `apply_overrides`)
+    the derived protocol: its name says what was set, and it has its own hash."""
+    if overrides:
+        try:
+            return _load_protocol(name_or_path, overrides)
+        except ConfigError as error:
+            settings = " ".join(f"{key}={value}" for key, value in overrides.items())
+            raise ConfigError(f"{error} (with --set {settings})") from None
+    return _load_protocol(name_or_path, None)
+
+
+def _load_protocol(name_or_path: str | Path, overrides: dict[str, Any] | None) -> Protocol:
     path = protocol_path(name_or_path)
     if not path.exists():
         known = ", ".join(list_protocols()) or "none"
@@ -254,6 +272,8 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
         raise ConfigError(
             f"{path}: key 'name'{at_line(raw, 'name')} is {raw['name']!r} but must equal the file stem {path.stem!r}"
         )
+    if overrides:
+        apply_overrides(raw, overrides)
     base = path.parent
     precision = raw.get("precision") or "fp32"
     if precision not in PRECISIONS:
@@ -307,8 +327,68 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
     digest = hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     return Protocol(
         name=raw["name"], title=raw.get("title") or raw["name"], source=raw.get("source") or "", path=path,
-        precision=precision, text=text, benchmarks=benchmarks, hash=digest,
+        precision=precision, text=text, benchmarks=benchmarks, hash=digest, overrides=dict(overrides or {}),
     )
+
+
+OVERRIDE_SECTIONS = ("image", "inference", "background", "method_settings", "precision", "text", "benchmarks")
+PER_BENCHMARK_SECTIONS = ("image", "inference", "background", "method_settings")
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` pairs -> {dotted key: value read as YAML}."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not all(key.split(".")):
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE with a dotted key, e.g. "
+                              "method_settings.logit_scale=50 or benchmarks.voc21.background.value=0.4")
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--set {pair!r}: the value is not YAML ({error})") from None
+    return overrides
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Sets each dotted key in the protocol's raw mapping and renames it after what was set.
+
+    ``image.*``, ``inference.*``, ``background.*`` and ``method_settings.*`` apply to every benchmark
+    (also where a benchmark sets its own value); ``benchmarks.NAME.*`` to one; ``precision`` and
+    ``text.*`` to the protocol.
+    """
+    for key, value in overrides.items():
+        parts = key.split(".")
+        if parts[0] not in OVERRIDE_SECTIONS:
+            raise ConfigError(f"--set {key}: unknown setting {parts[0]!r}; settable: {', '.join(OVERRIDE_SECTIONS)}")
+        if parts[0] == "benchmarks":
+            if len(parts) < 3 or parts[1] not in raw["benchmarks"]:
+                raise ConfigError(f"--set {key}: expected benchmarks.NAME.SETTING with NAME one of "
+                                  f"{', '.join(raw['benchmarks'])}")
+        elif len(parts) == 1 and parts[0] != "precision":
+            raise ConfigError(f"--set {key}: name a setting inside {parts[0]!r}, e.g. {parts[0]}.KEY=VALUE")
+        _set_dotted(raw, parts, value)
+        if parts[0] in PER_BENCHMARK_SECTIONS:
+            for bench in raw["benchmarks"].values():
+                if isinstance(bench, dict) and isinstance(bench.get(parts[0]), dict):
+                    _set_dotted(bench, parts, value)
+    settings = "+".join(f"{key}={value}" for key, value in overrides.items())
+    name = f"{raw['name']}+{re.sub(r'[^A-Za-z0-9._=,+-]', '_', settings)}"
+    if len(name) > 100:
+        digest = hashlib.sha256(settings.encode()).hexdigest()[:10]
+        name = f"{raw['name']}+set-{digest}"
+    raw["name"] = name
+
+
+def _set_dotted(mapping: dict[str, Any], parts: list[str], value: Any) -> None:
+    for part in parts[:-1]:
+        inner = mapping.get(part)
+        if inner is None:
+            inner = mapping[part] = {}
+        if not isinstance(inner, dict):
+            raise ConfigError(f"--set {'.'.join(parts)}: {part!r} is not a section")
+        mapping = inner
+    mapping[parts[-1]] = value
 
 
 def _class_split(raw: dict[str, Any], card: DatasetCard, base: Path, path: Path, where: str) -> ClassSplit:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import platform
 import subprocess
 from dataclasses import dataclass
@@ -9,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from benchmark import paths
+from benchmark.errors import BenchmarkError
 from benchmark.method_run import MethodRun
 from benchmark.metrics import ConfusionMatrix, split_scores
 from benchmark.protocol import BenchmarkSpec, Protocol
@@ -45,9 +48,11 @@ def build_record(run: MethodRun, protocol: Protocol, outcome: Outcome, execution
     seconds = execution.seconds
     record = {
         "schema": RECORD_SCHEMA,
-        "protocol": {"name": protocol.name, "hash": protocol.hash, "path": str(protocol.path)},
+        "protocol": {"name": protocol.name, "hash": protocol.hash, "path": paths.portable_path(protocol.path),
+                     "set": protocol.overrides},
         "method": {
-            "name": run.method.name, "run_id": run.run_id, "config": run.config, "checkpoint": run.checkpoint,
+            "name": run.method.name, "run_id": run.run_id, "config": run.config,
+            "checkpoint": run.portable_options().get("checkpoint"), "class": run.class_path,
             "checkpoint_sha256": run.method.checkpoint_sha256(), "backbone": run.method.backbone(),
             "score_kind": run.method.score_kind,
         },
@@ -61,9 +66,9 @@ def build_record(run: MethodRun, protocol: Protocol, outcome: Outcome, execution
         },
         "method_settings": spec.method_settings,
         "precision": protocol.precision,
-        "miou": round(scores.miou * 100, 2),
-        "aacc": round(scores.aacc * 100, 2),
-        "macc": round(scores.macc * 100, 2),
+        "miou": percent(scores.miou),
+        "aacc": percent(scores.aacc),
+        "macc": percent(scores.macc),
         "per_class_iou": {name: percent(v) for name, v in zip(card.classes, scores.iou, strict=True)},
         "per_class_acc": {name: percent(v) for name, v in zip(card.classes, scores.acc, strict=True)},
         "confusion_matrix": outcome.metric.state_dict()["matrix"],
@@ -87,12 +92,36 @@ def build_record(run: MethodRun, protocol: Protocol, outcome: Outcome, execution
             "miou_seen": percent(split.miou_seen), "miou_unseen": percent(split.miou_unseen),
             "hiou": percent(split.hiou),
         }
+    check_strict_json(record, f"the record of {run.method.name} on {spec.name}")
     return record
 
 
+def check_strict_json(content: Any, what: str) -> None:
+    """Refuses NaN and Infinity, which strict JSON readers (browsers, jq, Go) reject: a record holds null."""
+    try:
+        json.dumps(content, allow_nan=False)
+    except ValueError:
+        fields = ", ".join(non_finite_fields(content))
+        raise BenchmarkError(f"{what} holds NaN or Infinity at {fields}; records are strict JSON") from None
+
+
+def non_finite_fields(content: Any, prefix: str = "") -> list[str]:
+    """The dotted keys of every NaN or infinite float in nested dicts and lists."""
+    if isinstance(content, float):
+        return [] if math.isfinite(content) else [prefix or "(top level)"]
+    if isinstance(content, dict):
+        items = content.items()
+    elif isinstance(content, (list, tuple)):
+        items = enumerate(content)
+    else:
+        return []
+    return [field for key, value in items
+            for field in non_finite_fields(value, f"{prefix}.{key}" if prefix else str(key))]
+
+
 def percent(value: float) -> float | None:
-    """A fraction as a percentage with two decimals; NaN (class absent) as None."""
-    return None if value != value else round(value * 100, 2)
+    """A fraction as a percentage with two decimals; NaN (class absent, no pixel scored) or infinite as None."""
+    return round(value * 100, 2) if math.isfinite(value) else None
 
 
 def versions() -> dict[str, str]:

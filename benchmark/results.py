@@ -8,6 +8,7 @@ import glob
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,16 +108,75 @@ class PartialState:
         return cls(key)
 
 
-def load_records(sources: list[Path]) -> list[dict[str, Any]]:
-    """Every record under the given files or folders (partial state files excluded)."""
-    records = []
+_NUMBER = (int, float)
+_MISSING = object()
+RECORD_FIELDS: dict[str, tuple[type, ...]] = {  # what the tables read from every record, and its type
+    "protocol.name": (str,), "protocol.hash": (str,), "method.name": (str,), "method.run_id": (str,),
+    "benchmark": (str,), "partial": (bool,), "miou": (*_NUMBER, type(None)),
+}
+
+
+@dataclass(frozen=True)
+class UnreadableRecord:
+    """A file that should hold a record but cannot be used: why, in a few words."""
+
+    path: Path
+    reason: str
+
+
+def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(the record, None) for a complete one; (None, why) for a record file that cannot be used (truncated,
+    not valid JSON, another schema, a missing key); (None, None) for JSON that is no record (a bench result)."""
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, "file not found"
+    except (OSError, UnicodeDecodeError) as error:
+        return None, f"cannot be read ({error})"
+    except json.JSONDecodeError as error:
+        return None, f"not valid JSON, truncated? ({error})"
+    if not isinstance(content, dict) or "miou" not in content or "schema" not in content:
+        return None, None
+    if content["schema"] != RECORD_SCHEMA:
+        return None, f"record schema {content['schema']!r}; this version reads schema {RECORD_SCHEMA}"
+    for field, kinds in RECORD_FIELDS.items():
+        value: Any = content
+        for key in field.split("."):
+            value = value.get(key, _MISSING) if isinstance(value, dict) else _MISSING
+        if value is _MISSING:
+            return None, f"incomplete record (no {field})"
+        if not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds:
+            return None, f"incomplete record ({field} is {value!r})"
+    return content, None
+
+
+def is_record(path: Path) -> bool:
+    """Whether `path` holds a complete, readable record of this schema (what --skip-existing may keep)."""
+    return read_record(path)[0] is not None
+
+
+def read_records(sources: list[Path]) -> tuple[list[dict[str, Any]], list[UnreadableRecord]]:
+    """Every record under the given files or folders (partial state files excluded), and the record files
+    that cannot be used; JSON files that are no records are passed over."""
+    records, unreadable = [], []
     for source in sources:
         files = [source] if source.is_file() else sorted(source.rglob("*.json"))
         for file in files:
-            if file.name.startswith("."):
+            if file.name.startswith(".") or not file.is_file():
                 continue
-            content = read_json(file)
-            if isinstance(content, dict) and content.get("schema") == RECORD_SCHEMA:
-                content["_path"] = str(file)
-                records.append(content)
+            record, problem = read_record(file)
+            if problem is not None:
+                unreadable.append(UnreadableRecord(file, problem))
+            elif record is not None:
+                record["_path"] = str(file)
+                records.append(record)
+    return records, unreadable
+
+
+def load_records(sources: list[Path]) -> list[dict[str, Any]]:
+    """Every record under the given files or folders; the first unusable record file is an error."""
+    records, unreadable = read_records(sources)
+    if unreadable:
+        first = unreadable[0]
+        raise BenchmarkError(f"{first.path}: {first.reason}; delete it or rerun its eval to recompute it")
     return records

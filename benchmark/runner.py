@@ -28,10 +28,15 @@ from benchmark.evaluation_pass import PassMember, PassResult, run_pass
 from benchmark.inference import ScoreHead
 from benchmark.method_run import MethodRun
 from benchmark.metrics import ConfusionMatrix
-from benchmark.policy import check_split_overlap, ignored_in_metric, resolve_background_value
+from benchmark.policy import (
+    check_before_first_image,
+    check_split_overlap,
+    ignored_in_metric,
+    resolve_background_value,
+)
 from benchmark.protocol import BenchmarkSpec, Protocol
 from benchmark.records import Execution, Outcome, build_record
-from benchmark.results import PartialState, claim_owner, record_lock, record_path, run_folder, state_path
+from benchmark.results import PartialState, claim_owner, is_record, record_lock, record_path, run_folder, state_path
 from benchmark.selection import Selection, select_samples, shared_image_groups
 from benchmark.text_banks import TextBankCache
 
@@ -50,6 +55,7 @@ def evaluate(
     run.method.to(settings.device).eval()
     specs = protocol.select(benchmarks)
     selections = [select_samples(spec, settings) for spec in specs]
+    check_before_first_image(run.method, protocol, specs)
     records: dict[str, Record | None] = {}
     for group in shared_image_groups(selections, run.method, settings):
         together = evaluate_together(run, protocol, group, settings, shard, banks)
@@ -112,7 +118,7 @@ def _prepare(
     method, spec = run.method, selection.spec
     partial_record = bool(selection.partial_reasons) or settings.skip_bad
     state_file = state_path(folder, spec.name, shard.rank, shard.world)
-    if settings.skip_existing and not partial_record and record_path(folder, spec.name, False).exists():
+    if settings.skip_existing and not partial_record and is_record(record_path(folder, spec.name, False)):
         state_file.unlink(missing_ok=True)  # left by a run killed between writing the record and cleaning up
         return None
     check_split_overlap(method, protocol, spec)

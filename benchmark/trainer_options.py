@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from benchmark.devices import device_name
 from benchmark.errors import BenchmarkError
 from benchmark.training import PRECISIONS
 
@@ -22,7 +23,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, data_flag: str, data_h
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, help="optimizer steps (default: the method's schedule)")
     parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", type=device_name, help="cpu, cuda, cuda:N or mps")
     parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
     parser.add_argument("--no-resume", action="store_true", help="start over even if --out exists")
     parser.add_argument("--no-progress", action="store_true")

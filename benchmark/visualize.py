@@ -1,5 +1,6 @@
-"""Pictures of predictions: colour label maps, overlays with a legend, image | ground truth | prediction
-panels, and `zsbench predict` on one image through the same engine as the benchmarks."""
+"""Pictures of predictions: colour label maps, overlays with region outlines, names and a legend,
+image | ground truth | prediction panels, and `zsbench predict` on one image through the same engine
+as the benchmarks."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
@@ -18,6 +20,8 @@ from methods.base import SegMethod
 
 IGNORE_COLOUR = (224, 224, 192)  # VOC's colour for the ignore index 255
 GAP = 6
+OUTLINE_COLOUR = (255, 255, 255)
+MAX_REGION_NAMES = 40
 
 
 def voc_colours(count: int) -> np.ndarray:
@@ -93,16 +97,107 @@ def _resized(array: np.ndarray, height: int | None, nearest: bool) -> Image.Imag
     return image.resize((width, height), Image.NEAREST if nearest else Image.BILINEAR)
 
 
+def outlines(label: np.ndarray) -> np.ndarray:
+    """bool HxW: the pixels on either side of a change of class."""
+    edge = np.zeros(label.shape, bool)
+    across = label[:, 1:] != label[:, :-1]
+    down = label[1:, :] != label[:-1, :]
+    edge[:, 1:] |= across
+    edge[:, :-1] |= across
+    edge[1:, :] |= down
+    edge[:-1, :] |= down
+    return edge
+
+
+def _text_colour(colour: Sequence[int]) -> str:
+    red, green, blue = (int(c) for c in colour)
+    return "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 140 else "white"
+
+
+def name_regions(picture: Image.Image, prediction: np.ndarray, class_names: Sequence[str], colours: np.ndarray,
+                 size: int) -> None:
+    """Writes each class name on its larger regions (largest first, where the name fits without covering
+    another), in a box of the class's legend colour at the region's most interior point."""
+    font = _font(size)
+    draw = ImageDraw.Draw(picture)
+    height, width = prediction.shape
+    regions = []
+    for k in np.unique(prediction):
+        if not 0 <= k < len(class_names):
+            continue
+        count, components, stats, _ = cv2.connectedComponentsWithStats((prediction == k).astype(np.uint8), 4)
+        regions += [(stats[c], int(k), c, components) for c in range(1, count)]
+    text_boxes = {k: draw.textbbox((0, 0), class_names[k], font=font) for k in {region[1] for region in regions}}
+    placed: list[tuple[int, int, int, int]] = []
+    for stat, k, c, components in sorted(regions, key=lambda region: -region[0][cv2.CC_STAT_AREA]):
+        if len(placed) >= MAX_REGION_NAMES:
+            break
+        left, top, right, bottom = text_boxes[k]
+        box_width, box_height = right - left + 6, bottom - top + 4
+        if stat[cv2.CC_STAT_AREA] < 2 * box_width * box_height:
+            continue
+        x_start, y_start = int(stat[cv2.CC_STAT_LEFT]), int(stat[cv2.CC_STAT_TOP])
+        window = components[y_start:y_start + stat[cv2.CC_STAT_HEIGHT], x_start:x_start + stat[cv2.CC_STAT_WIDTH]]
+        distance = cv2.distanceTransform(np.pad((window == c).astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+        if distance.max() < box_height / 2:
+            continue  # too thin for its name
+        y, x = np.unravel_index(int(distance.argmax()), distance.shape)
+        x, y = x + x_start, y + y_start
+        x0 = int(min(max(x - box_width // 2, 0), width - box_width))
+        y0 = int(min(max(y - box_height // 2, 0), height - box_height))
+        box = (x0, y0, x0 + box_width, y0 + box_height)
+        if x0 < 0 or y0 < 0 or any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
+                                   for b in placed):
+            continue
+        colour = tuple(int(v) for v in colours[k])
+        draw.rectangle(box, fill=colour, outline="black")
+        draw.text((x0 + 3 - left, y0 + 2 - top), class_names[k], fill=_text_colour(colour), font=font)
+        placed.append(box)
+
+
+def _note(text: str, width: int, size: int) -> Image.Image:
+    """Grey text wrapped to `width` pixels."""
+    font = _font(size)
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines, line = [], ""
+    for word in text.split(" "):
+        candidate = f"{line} {word}".strip()
+        if line and draw.textlength(candidate, font=font) > width - 2 * GAP:
+            lines.append(line)
+            candidate = word
+        line = candidate
+    lines.append(line)
+    canvas = Image.new("RGB", (width, (size + 6) * len(lines) + GAP), "white")
+    draw = ImageDraw.Draw(canvas)
+    for index, content in enumerate(lines):
+        draw.text((GAP, index * (size + 6)), content, fill=(110, 110, 110), font=font)
+    return canvas
+
+
 def overlay(
     image: np.ndarray, prediction: np.ndarray, class_names: Sequence[str], alpha: float = 0.5
 ) -> Image.Image:
-    """The image blended with the prediction's colours, and a legend of every class with its pixel share."""
+    """The image blended with the prediction's colours, each region outlined and named; below, a legend of the
+    predicted classes with their pixel shares, and the classes that were not predicted.
+
+    Blended colours can look like another class's legend colour; the outlines and names say which class a
+    region is.
+    """
     colours = palette(class_names)
     blended = (image.astype(np.float32) * (1 - alpha) + colourise(prediction, colours) * alpha).astype(np.uint8)
+    blended[outlines(prediction)] = OUTLINE_COLOUR
+    picture = Image.fromarray(blended)
+    size = max(14, image.shape[1] // 60)
+    name_regions(picture, prediction, class_names, colours, max(11, min(image.shape[:2]) // 28))
     counts = np.bincount(prediction.reshape(-1).clip(0, len(class_names)), minlength=len(class_names) + 1)
     total = max(int(prediction.size), 1)
-    entries = [(f"{name} {100 * counts[k] / total:.1f}%", tuple(colours[k])) for k, name in enumerate(class_names)]
-    return _stack(Image.fromarray(blended), legend(entries, image.shape[1], size=max(14, image.shape[1] // 60)))
+    predicted = sorted((k for k in range(len(class_names)) if counts[k]), key=lambda k: -counts[k])
+    entries = [(f"{class_names[k]} {100 * counts[k] / total:.1f}%", tuple(colours[k])) for k in predicted]
+    picture = _stack(picture, legend(entries, image.shape[1], size=size))
+    absent = [name for k, name in enumerate(class_names) if not counts[k]]
+    if absent:
+        picture = _stack(picture, _note("not predicted: " + ", ".join(absent), image.shape[1], size))
+    return picture
 
 
 def save_overlay(

@@ -38,6 +38,8 @@ class SegMethod(abc.ABC):
 
     name: ClassVar[str]
     score_kind: ClassVar[str]  # "logits" (softmax across names) or "probs" (independent)
+    # the options a constructor with **options takes through it; None: any (not checked before construction)
+    extra_options: ClassVar[tuple[str, ...] | None] = None
 
     # ---- required ------------------------------------------------------------------------------
 

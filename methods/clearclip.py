@@ -17,6 +17,8 @@ from methods.clip_dense import DenseRecipe
 
 @register_method()
 class ClearCLIP(ClipBaseline):
+    """ClearCLIP (Lan et al., ECCV 2024): q-q attention in the last block, without its residual and FFN."""
+
     name = "clearclip"
     recipe = DenseRecipe(
         attention="qq", residual=False, ffn=False, patch_rule="pad_center", position_rule="scale_factor"

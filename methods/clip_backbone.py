@@ -14,12 +14,13 @@ weights root. Three file kinds load:
 
 from __future__ import annotations
 
-import hashlib
 import importlib
+import logging
 import os
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -33,9 +34,11 @@ from torch import Tensor, nn
 
 from benchmark import paths
 from benchmark.errors import CheckpointError
+from benchmark.paths import file_sha256
 from benchmark.safe_load import load_weights_only
 
 KNOWN_WEIGHTS_FILE = Path(__file__).with_name("clip_weights.yaml")
+DEFAULT_MODEL = "ViT-B-16"
 # Entries of OpenAI's archives and of traced open_clip models that are not weights.
 NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
@@ -54,8 +57,9 @@ class KnownWeights:
     model: str
     pretrained: str
     file: str
-    sha256: str
-    url: str
+    sha256: str | None  # None: weights this suite makes (not pinned)
+    url: str | None
+    made_by: str | None = None  # for weights this suite makes: the command that makes them
 
 
 @dataclass
@@ -85,12 +89,37 @@ def known_weights() -> tuple[KnownWeights, ...]:
     return tuple(KnownWeights(**entry) for entry in entries)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def model_for_tag(model: str | None, pretrained: str | None) -> str | None:
+    """`model`, or the one architecture a weights tag names where `model` is left at a default that has no
+    such tag (``--opt pretrained=synthetic`` alone gives the demo's tiny CLIP)."""
+    if pretrained is None or _looks_like_path(pretrained):
+        return model
+    tagged = {k.model for k in known_weights() if k.pretrained == pretrained}
+    if model not in tagged and len(tagged) == 1 and model in (None, DEFAULT_MODEL):
+        return next(iter(tagged))
+    return model
+
+
+def clip_of_checkpoint(
+    meta: dict[str, Any], model: str | None, pretrained: str | None, weights_root: str | os.PathLike | None
+) -> tuple[str, str]:
+    """The CLIP (model, pretrained) to load with a trained checkpoint: the weights the caller gave, else what the
+    checkpoint records it was trained with (its model; its weights file where it still exists, else the
+    known weights file under the weights root with the recorded sha256), else ViT-B-16 / openai."""
+    recorded_model, recorded = meta.get("clip_model"), meta.get("clip_pretrained")
+    if pretrained is not None:  # the caller's weights: its model, or the one the file or tag says
+        return model or (None if _looks_like_path(pretrained) else DEFAULT_MODEL), pretrained
+    model = model or recorded_model or DEFAULT_MODEL
+    if recorded is None:
+        return model, "openai" if recorded_model is None else recorded
+    if not _looks_like_path(recorded) or Path(recorded).expanduser().is_file():
+        return model, recorded
+    root = paths.weights_root(weights_root)
+    for known in known_weights():
+        candidate = root / known.file
+        if known.model == model and candidate.is_file() and file_sha256(candidate) == meta.get("clip_sha256"):
+            return model, str(candidate)
+    return model, recorded
 
 
 def load_clip(
@@ -104,23 +133,26 @@ def load_clip(
     Loading a TorchScript archive runs code from it, so an archive is read only when its sha256 is
     one of OpenAI's pinned in ``clip_weights.yaml``, or when ``allow_torchscript`` says the file is trusted.
     """
+    model = model_for_tag(model, pretrained)
     if model is not None:
         model = ensure_model_config(model)
     if pretrained is None:
         if model is None:
             raise WeightsError("give a model name or a weights file")
         warnings.warn(f"{model}: no weights given, the model is randomly initialised", stacklevel=2)
-        network = open_clip.create_model(model, pretrained=None)
+        with random_init_notice_silenced():
+            network = open_clip.create_model(model, pretrained=None)
         return _finish(network, open_clip.get_tokenizer(model), model, None, None)
     root = paths.weights_root(weights_root)
     path, known = resolve_weights_file(model, pretrained, root)
     sha256 = file_sha256(path)
-    if known is not None and sha256 != known.sha256:
+    if known is not None and known.sha256 is not None and sha256 != known.sha256:
         raise WeightsError(
             f"{path}: sha256 is {sha256}, expected {known.sha256} for {known.model} ({known.pretrained}). "
             f"The file is truncated or a different checkpoint; download it again from {known.url}"
         )
-    if not allow_torchscript and is_torchscript_archive(path) and sha256 not in {k.sha256 for k in known_weights()}:
+    pinned = {k.sha256 for k in known_weights() if k.sha256}
+    if not allow_torchscript and is_torchscript_archive(path) and sha256 not in pinned:
         raise WeightsError(
             f"{path} is a TorchScript archive (sha256 {sha256}) that is not one of OpenAI's CLIP files pinned in "
             f"{KNOWN_WEIGHTS_FILE.name}, and loading an archive runs code from it. Save its weights as a state dict "
@@ -130,6 +162,23 @@ def load_clip(
     state_dict, is_archive = read_weights(path)
     network, name, tokenizer = build_from_state_dict(state_dict, model, is_archive, source=str(path))
     return _finish(network, tokenizer, name, pretrained, sha256)
+
+
+@contextmanager
+def random_init_notice_silenced() -> Iterator[None]:
+    """Drops open_clip's "No pretrained weights loaded ... initialized randomly" warning while a model is created
+    that the suite fills with weights itself (or builds random on purpose, with its own warning); any other open_clip
+    message passes."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded for model")
+
+    root = logging.getLogger()  # open_clip logs through the root logger (logging.warning)
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
 
 
 def backbone_from_model(
@@ -164,6 +213,12 @@ def resolve_weights_file(model: str | None, pretrained: str, root: Path) -> tupl
     known = next((k for k in known_weights() if k.model == model and k.pretrained == pretrained), None)
     if known is not None:
         path = root / known.file
+        if not path.is_file() and known.made_by:
+            raise WeightsError(
+                f"weights file {known.file!r} for {known.model} ({known.pretrained}) not found under the weights "
+                f"root {root}: {known.made_by} (weights root: --weights-root, env ZSSEG_WEIGHTS, default "
+                "~/.cache/zsseg)"
+            )
         if not path.is_file():
             raise WeightsError(
                 f"weights file {known.file!r} for {known.model} ({known.pretrained}) not found under the weights "
@@ -267,7 +322,8 @@ def build_from_state_dict(
         name = model or _openai_name(config)
         tokenizer: Tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=config["text_cfg"].context_length)
     else:
-        network = open_clip.create_model(model, pretrained=None)
+        with random_init_notice_silenced():
+            network = open_clip.create_model(model, pretrained=None)
         name, tokenizer = model, open_clip.get_tokenizer(model)
     load_strict(network, state_dict, source, name)
     return network, name, tokenizer

@@ -47,7 +47,7 @@ class ClipBaseline(ClipTextMethod):
 
     score_kind: ClassVar[str] = "logits"
     recipe: ClassVar[DenseRecipe]
-    variant_options: ClassVar[tuple[str, ...]] = ()  # constructor options that change the recipe
+    extra_options: ClassVar[tuple[str, ...]] = ()  # constructor options that change the recipe
 
     def __init__(
         self,
@@ -61,10 +61,10 @@ class ClipBaseline(ClipTextMethod):
         **options: Any,
     ) -> None:
         self.defaults = baseline_defaults()[self.name]
-        unknown = sorted(set(options) - set(self.variant_options))
+        unknown = sorted(set(options) - set(self.extra_options))
         if unknown:
-            raise BenchmarkError(f"{self.name} has no option {unknown}; variant options: {list(self.variant_options)}")
-        self.options = {key: options.get(key, self.defaults.get(key)) for key in self.variant_options}
+            raise BenchmarkError(f"{self.name} has no option {unknown}; variant options: {list(self.extra_options)}")
+        self.options = {key: options.get(key, self.defaults.get(key)) for key in self.extra_options}
         self.active_recipe = self.build_recipe(self.options)
         self.clip = backbone if backbone is not None else load_clip(
             model, checkpoint or pretrained, weights_root, allow_torchscript
@@ -124,7 +124,7 @@ class ClipBaseline(ClipTextMethod):
     def config(self) -> dict[str, Any]:
         """Stable for the life of the method: per-benchmark values follow from `defaults` and the protocol."""
         return {
-            "backbone": self.clip.describe(),
+            "backbone": self.clip.name,
             "recipe": self.active_recipe.as_dict(),
             "options": dict(self.options),
             "defaults": self.defaults,

@@ -15,6 +15,8 @@ from methods.clip_dense import DenseRecipe
 
 @register_method()
 class VanillaCLIP(ClipBaseline):
+    """Dense CLIP (Radford et al., ICML 2021): the unchanged last block's patch tokens scored against names."""
+
     name = "clip"
     recipe = DenseRecipe(
         attention="qk", residual=True, ffn=True, patch_rule="pad_center", position_rule="scale_factor"

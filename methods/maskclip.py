@@ -48,9 +48,11 @@ TOWER: dict[str, dict[str, Any]] = {
 
 @register_method()
 class MaskCLIP(ClipBaseline):
+    """MaskCLIP (Zhou et al., ECCV 2022): the last block's value embeddings as dense CLIP features."""
+
     name = "maskclip"
     recipe = replace(VARIANTS["authors"], **TOWER["authors"])
-    variant_options = ("variant",)
+    extra_options = ("variant",)
 
     def build_recipe(self, options: dict[str, Any]) -> DenseRecipe:
         variant = options.get("variant") or "authors"

@@ -20,12 +20,14 @@ from methods.clip_dense import DenseRecipe
 
 @register_method()
 class NACLIP(ClipBaseline):
+    """NACLIP (Hajimiri et al., WACV 2025): neighbourhood-aware k-k attention, no residual or FFN, PAMR."""
+
     name = "naclip"
     recipe = DenseRecipe(
         attention="kk+gaussian", residual=False, ffn=False, patch_rule="drop", position_rule="scale_factor",
         gaussian_std=5.0,
     )
-    variant_options = ("gaussian_std",)
+    extra_options = ("gaussian_std",)
 
     def build_recipe(self, options: dict[str, Any]) -> DenseRecipe:
         return replace(self.recipe, gaussian_std=float(options.get("gaussian_std") or self.recipe.gaussian_std))

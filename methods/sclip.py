@@ -18,6 +18,8 @@ from methods.clip_dense import DenseRecipe
 
 @register_method()
 class SCLIP(ClipBaseline):
+    """SCLIP (Wang et al., ECCV 2024): correlative self-attention (q-q + k-k) in CLIP's last block."""
+
     name = "sclip"
     recipe = DenseRecipe(attention="qq+kk", residual=True, ffn=True, patch_rule="drop", position_rule="scale_factor")
 

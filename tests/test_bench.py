@@ -91,6 +91,8 @@ def test_bench_at_bf16_reports_the_difference_without_failing_and_profiles(tiny_
 class BatchSensitive(ToyMethod):
     """Wrong on purpose: name 0 gains with the number of crops in the forward pass."""
 
+    name = "toy-batch-sensitive"
+
     def predict_masks(self, crops: Tensor, bank: Tensor) -> Tensor:
         scores = super().predict_masks(crops, bank)
         scores[:, 0] += 10.0 * crops.shape[0]

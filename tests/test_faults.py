@@ -569,6 +569,8 @@ def test_html_latex_and_markdown_escape_every_field_of_a_record(tmp_path):
 class InfToyMethod(ToyMethod):
     """The toy method, with +Inf scores on one crop once `nan_after` crops are done."""
 
+    name = "toy-inf"
+
     def predict_masks(self, crops, bank):
         nan_after, self.nan_after = self.nan_after, None
         scores = super().predict_masks(crops, bank)
@@ -590,6 +592,7 @@ def test_nan_or_inf_scores_stop_the_run_naming_method_benchmark_and_image(toy_wo
                    method=method) == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0, error
-    assert f"method 'toy' produced NaN/Inf scores on benchmark {benchmark!r}, image(s) ['{stem}']" in error, (
+    name = "toy" if method == "toy" else "toy-inf"
+    assert f"method {name!r} produced NaN/Inf scores on benchmark {benchmark!r}, image(s) ['{stem}']" in error, (
         SEED, error)
     assert not records_under(toy_world["results"])

@@ -41,7 +41,7 @@ def test_matching_numbers_pass_and_missing_entries_are_listed_with_what_to_downl
     missing = section(report, "Missing weights or data")
     assert "toy-weights.pt from https://example.org/toy-weights.pt (sha256 0123abcd)" in missing
     assert "(needed by 1 entry: toy)" in missing and "| weights toy-weights.pt " in missing
-    assert str(toy_world["root"] / "weights") in missing
+    assert "the weights root" in missing and str(toy_world["root"]) not in report  # no machine path
     assert "voc21" in missing and "missing under" in missing and "datasets/README.md" in missing
     assert "groupvit" in section(report, "Not runnable with the suite")
 

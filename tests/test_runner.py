@@ -153,7 +153,7 @@ def test_entry_point_from_another_installed_package_registers_a_method(tmp_path,
 def test_unknown_method_option_is_a_clear_error():
     from benchmark.errors import BenchmarkError
 
-    with pytest.raises(BenchmarkError, match=r"no option \['colour'\]"):
+    with pytest.raises(BenchmarkError, match=r"no option 'colour'; its options \(--opt KEY=VALUE\): seed, "):
         build_method(ToyMethod, options={"colour": "red"})
 
 

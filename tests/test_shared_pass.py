@@ -29,6 +29,8 @@ NUMBERS = ("miou", "aacc", "macc", "per_class_iou", "per_class_acc", "confusion_
 class ToyShared(ToyMethod):
     """The toy method split into an image side and a text side; counts the crops it encodes."""
 
+    name = "toy-shared"
+
     encoded = 0
 
     def predict_masks(self, crops: Tensor, bank: Tensor) -> Tensor:

@@ -1,19 +1,21 @@
-"""Boards -> one self-contained HTML page: sortable tables, bar charts (inline SVG), per-class IoU and
-saved qualitative examples. No network: inline CSS and script, images as data: URIs, and a
+"""Boards -> one self-contained HTML page: sortable tables, bar charts (inline SVG), per-class IoU,
+saved qualitative examples, and each board's provenance (full protocol hash; date, suite version and
+commit of its records). No network: inline CSS and script, images as data: URIs, and a
 Content-Security-Policy that forbids fetching anything. Every field from a record is escaped.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 from html import escape as _escape
 from pathlib import Path
 
 from benchmark.formats.options import RenderOptions
+from benchmark.formats.plot import CHART_COLOURS
 from benchmark.leaderboard import Board, Column, format_value
 
-CHART_COLOURS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-                 "#9c755f", "#bab0ac")
+SHOWN_VALUES = 3  # distinct suite versions or commits named in a board's provenance line
 
 STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
@@ -30,6 +32,7 @@ td.diff { color: #666; } tr.partial td { color: #888; font-style: italic; }
 .scroll { overflow-x: auto; } details { margin: 0.6em 0; } summary { cursor: pointer; }
 figure.example { display: inline-block; margin: 0.4em; } figure.example img { max-width: 100%; }
 figcaption { font-size: 0.85em; color: #555; } svg text { font: 11px sans-serif; fill: #333; }
+p.provenance { color: #555; font-size: 0.9em; }
 """
 
 SCRIPT = """
@@ -200,6 +203,46 @@ def _sources(board: Board) -> str:
     return f"<p>Published numbers from:</p><ul>{items}</ul>"
 
 
+def _listed(values: set[str]) -> str:
+    shown = sorted(values)[:SHOWN_VALUES]
+    more = f" and {len(values) - SHOWN_VALUES} more" if len(values) > SHOWN_VALUES else ""
+    return ", ".join(f"<code>{escape(value)}</code>" for value in shown) + more
+
+
+def provenance(board: Board) -> str:
+    """The full protocol hash, and, from the board's record files: the days the numbers were measured, the
+    zsseg-bench version(s) and the git commit(s) that measured them."""
+    days: set[str] = set()
+    suites: set[str] = set()
+    commits: set[str] = set()
+    for file in {file for row in board.rows for file in row.record_paths.values()}:
+        try:
+            record = json.loads(Path(file).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(record, dict):
+            continue
+        if isinstance(record.get("time"), str):
+            days.add(record["time"][:10])
+        suite = (record.get("versions") or {}).get("zsseg-bench")
+        if suite:
+            suites.add(str(suite))
+        commit = record.get("git_commit")
+        if commit:
+            commits.add(str(commit)[:12] + ("-dirty" if str(commit).endswith("-dirty") else ""))
+    measured = []
+    if days:
+        measured.append(escape(min(days) if len(days) == 1 else f"{min(days)} to {max(days)}"))
+    if suites:
+        measured.append(f"by zsseg-bench {_listed(suites)}")
+    if commits:
+        measured.append(f"at commit {_listed(commits)}")
+    text = f"Protocol hash <code>{escape(board.hash)}</code>."
+    if measured:
+        text += " Measured " + " ".join(measured) + "."
+    return f'<p class="provenance">{text}</p>'
+
+
 def board_section(board: Board, options: RenderOptions) -> str:
     note = ("mIoU (%) per benchmark; avg: mean mIoU over all benchmarks, where each has a number. "
             "Click a column header to sort. Best in bold, second underlined.")
@@ -208,6 +251,7 @@ def board_section(board: Board, options: RenderOptions) -> str:
     parts = [
         f'<section class="board" id="{escape("protocol-" + board.protocol + "-" + board.short_hash)}">',
         f"<h2>Protocol <code>{escape(board.protocol)}</code> (hash <code>{escape(board.short_hash)}</code>)</h2>",
+        provenance(board),
         f"<p>{escape(note)}</p>",
         main_table(board),
     ]

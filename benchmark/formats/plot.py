@@ -1,4 +1,8 @@
-"""Boards -> a PNG of mIoU per benchmark per method run (grouped bars, one panel per protocol version)."""
+"""Boards -> a PNG of mIoU per benchmark per method run (grouped bars, one panel per protocol version).
+
+CHART_COLOURS is the palette of both charts, this PNG and the HTML page's bars: a method run has the same colour in
+both (the n-th row of a board, n-th colour).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,9 @@ from pathlib import Path
 
 from benchmark.errors import BenchmarkError
 from benchmark.leaderboard import Board
+
+CHART_COLOURS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+                 "#9c755f", "#bab0ac")  # Tableau 10
 
 
 def _text(label: str) -> str:
@@ -32,7 +39,8 @@ def save_plot(boards: list[Board], out: Path, dpi: int = 150) -> Path:
             values = [row.cell(column).value for column in board.columns]
             positions = [c + (index - (count - 1) / 2) * width for c in range(len(board.columns))]
             heights = [0.0 if v is None else v for v in values]
-            axis.bar(positions, heights, width=width * 0.95, label=_text(row.label))
+            axis.bar(positions, heights, width=width * 0.95, label=_text(row.label),
+                     color=CHART_COLOURS[index % len(CHART_COLOURS)])
         axis.set_xticks(range(len(board.columns)), [_text(column.label) for column in board.columns],
                         rotation=30, ha="right")
         axis.set_ylabel("mIoU (%)")

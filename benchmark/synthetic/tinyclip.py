@@ -7,7 +7,9 @@ CLIP weights load, and CLIP-based methods use it unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import open_clip
@@ -30,10 +32,26 @@ register_model_config()
 
 def create_tiny_clip(seed: int = 0, device: str | torch.device = "cpu") -> CLIP:
     """A freshly initialised tiny CLIP; the same seed gives the same weights. Global RNG untouched."""
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), random_init_notice_silenced():
         torch.manual_seed(seed)
         model = open_clip.create_model(MODEL_NAME, pretrained=None, device=device)
     return model
+
+
+@contextmanager
+def random_init_notice_silenced() -> Iterator[None]:
+    """Drops open_clip's "No pretrained weights loaded ... initialized randomly" warning, which a tiny CLIP built
+    random on purpose (to be trained, or as a test model) would log; any other open_clip message passes."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded for model")
+
+    root = logging.getLogger()  # open_clip logs through the root logger (logging.warning)
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
 
 
 def load_tiny_clip(checkpoint: Path | str, device: str | torch.device = "cpu") -> CLIP:

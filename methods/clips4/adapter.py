@@ -19,11 +19,12 @@ from torch import Tensor
 from benchmark.errors import CheckpointError
 from benchmark.paths import resolve_checkpoint
 from benchmark.registry import register_method
-from methods.clip_backbone import ClipBackbone, file_sha256, load_clip
+from methods.clip_backbone import ClipBackbone, clip_of_checkpoint, file_sha256, load_clip
 from methods.clip_text import TextBank, text_bank_store
 from methods.clip_text_method import ClipTextMethod
 from methods.clips4.checkpoint import META_KEY, load_state, read_checkpoint
 from methods.clips4.network import NetworkConfig, PixelEmbedder
+from methods.training_facts import training_facts
 
 if TYPE_CHECKING:
     from benchmark.protocol import BenchmarkSpec, Protocol
@@ -63,10 +64,7 @@ class CLIPS4(ClipTextMethod):
             content = read_checkpoint(self.checkpoint_path)
         self.meta: dict[str, Any] = dict(content[META_KEY]) if content else {}
         if backbone is None:
-            model = model or self.meta.get("clip_model") or "ViT-B-16"
-            if pretrained is None and checkpoint is None:
-                pretrained = "openai"
-            pretrained = pretrained if pretrained is not None else self.meta.get("clip_pretrained")
+            model, pretrained = clip_of_checkpoint(self.meta, model, pretrained, weights_root)
             backbone = load_clip(model, pretrained, weights_root)
         self.clip = backbone
         self._check_clip()
@@ -121,17 +119,14 @@ class CLIPS4(ClipTextMethod):
         return torch.einsum("bdhw,nd->bnhw", features, text).float() * self.logit_scale
 
     def config(self) -> dict[str, Any]:
-        trained = {
-            key: self.meta.get(key)
-            for key in ("known_classes", "steps", "seed", "batch_size", "images", "n_images", "run_key")
-            if key in self.meta
-        }
+        trained = training_facts(
+            self.meta, ("known_classes", "steps", "seed", "batch_size", "images", "n_images", "run_key")
+        )
         return {
-            "backbone": self.clip.describe(),
+            "backbone": self.clip.name,
             "clip_sha256": self.clip.weights_sha256,
             "network": self.network.config.as_dict(),
-            "checkpoint": self.checkpoint_path.name if self.checkpoint_path else None,
-            "trained": trained or None,
+            "trained": trained,
             "logit_scale": self.logit_scale_default,
             "background": inference_defaults()["background"],
         }

@@ -21,13 +21,14 @@ from torch import Tensor
 from benchmark.errors import CheckpointError
 from benchmark.paths import resolve_checkpoint
 from benchmark.registry import register_method
-from methods.clip_backbone import ClipBackbone, file_sha256, load_clip
+from methods.clip_backbone import ClipBackbone, clip_of_checkpoint, file_sha256, load_clip
 from methods.clip_text import TextBank, text_bank_store
 from methods.clip_text_method import ClipTextMethod
 from methods.pamr import PamrSettings, pamr_settings
 from methods.tcl.checkpoint import load_masker_state, read_checkpoint
 from methods.tcl.inference import EncodedCrops, encode_crops, masks_from_encoded
 from methods.tcl.model import TCLMasker
+from methods.training_facts import training_facts
 
 if TYPE_CHECKING:
     from benchmark.protocol import BenchmarkSpec, Protocol
@@ -55,8 +56,8 @@ class TCL(ClipTextMethod):
 
     def __init__(
         self,
-        model: str | None = "ViT-B-16",
-        pretrained: str | None = "openai",
+        model: str | None = None,
+        pretrained: str | None = None,
         checkpoint: str | None = "tcl.pth",
         weights_root: str | None = None,
         pamr: bool | dict | None = True,
@@ -65,27 +66,35 @@ class TCL(ClipTextMethod):
         backbone: ClipBackbone | None = None,
         allow_torchscript: bool = False,
     ) -> None:
-        self.clip = backbone if backbone is not None else load_clip(model, pretrained, weights_root, allow_torchscript)
+        """model / pretrained: the CLIP; by default the one the checkpoint records it was trained with
+        (its sidecar's clip_model, clip_pretrained and clip_sha256), else ViT-B-16 / openai."""
+        self.checkpoint_path: Path | None = None
+        self.checkpoint_meta: dict[str, Any] = {}
+        state: dict[str, Tensor] | None = None
+        if checkpoint is None:
+            warnings.warn("TCL without a checkpoint: the masker is TCL's untrained initialisation", stacklevel=2)
+        else:
+            self.checkpoint_path = resolve_checkpoint(checkpoint, weights_root)
+            state, self.checkpoint_meta = read_checkpoint(self.checkpoint_path)
+        if backbone is None:
+            model, pretrained = clip_of_checkpoint(self.checkpoint_meta, model, pretrained, weights_root)
+            backbone = load_clip(model, pretrained, weights_root, allow_torchscript)
+        self.clip = backbone
         self.net = self.clip.model
         visual = self.net.visual
         self.last_block = len(visual.transformer.resblocks) - 1
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # decoder convolutions of an untrained masker
             self.masker = TCLMasker.from_clip(visual).eval().requires_grad_(False)
-        self.checkpoint_path: Path | None = None
-        self.checkpoint_meta: dict[str, Any] = {}
-        self._checkpoint_sha256: str | None = None
-        if checkpoint is None:
-            warnings.warn("TCL without a checkpoint: the masker is TCL's untrained initialisation", stacklevel=2)
-        else:
-            self._load(resolve_checkpoint(checkpoint, weights_root))
+        if state is not None:
+            self._load(state)
         self.pamr_default = pamr_settings(pamr, tcl_pamr())
         self.kp_w_default = float(tcl_defaults()["kp_w"] if kp_w is None else kp_w)
         self.pamr, self.kp_w = self.pamr_default, self.kp_w_default
         self.text_store = text_bank_store(text_cache, weights_root)
 
-    def _load(self, path: Path) -> None:
-        state, meta = read_checkpoint(path)
+    def _load(self, state: dict[str, Tensor]) -> None:
+        path, meta = self.checkpoint_path, self.checkpoint_meta
         load_masker_state(self.masker, state, self.last_block, str(path))
         trained_on = meta.get("clip_sha256")
         if trained_on and self.clip.weights_sha256 and trained_on != self.clip.weights_sha256:
@@ -93,7 +102,6 @@ class TCL(ClipTextMethod):
                 f"{path} was trained on CLIP weights with sha256 {trained_on} ({meta.get('clip_pretrained')}), "
                 f"but the loaded CLIP {self.clip.describe()} has sha256 {self.clip.weights_sha256}"
             )
-        self.checkpoint_path, self.checkpoint_meta = path, meta
         self._checkpoint_sha256 = file_sha256(path)
 
     def settings_for(self, benchmark: BenchmarkSpec) -> tuple[PamrSettings | None, float]:
@@ -123,10 +131,9 @@ class TCL(ClipTextMethod):
 
     def config(self) -> dict[str, Any]:
         return {
-            "backbone": self.clip.describe(),
+            "backbone": self.clip.name,
             "clip_sha256": self.clip.weights_sha256,
-            "checkpoint": self.checkpoint_path.name if self.checkpoint_path else None,
-            "trained": {k: v for k, v in self.checkpoint_meta.items() if k in ("steps", "seed", "data")} or None,
+            "trained": training_facts(self.checkpoint_meta, ("steps", "seed", "data")),
             "pamr": asdict(self.pamr_default) if self.pamr_default else None,
             "kp_w": self.kp_w_default,
             "background": dict(tcl_defaults()["background"]),

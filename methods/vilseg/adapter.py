@@ -24,6 +24,7 @@ from benchmark.registry import register_method
 from methods.clip_backbone import backbone_from_model, file_sha256, load_clip
 from methods.clip_text import TextBank, text_bank_store
 from methods.clip_text_method import ClipTextMethod
+from methods.training_facts import training_facts
 from methods.vilseg.checkpoint import load_weights
 from methods.vilseg.inference import EncodedGroups, encode_groups, group_cosines
 from methods.vilseg.model import ViLSegModel, build_model, clip_arch, tokenizer_for
@@ -131,10 +132,9 @@ class ViLSeg(ClipTextMethod):
         network = self.net.config
         return {
             "backbone": network.clip.name,
-            "checkpoint": self.checkpoint_path.name if self.checkpoint_path else None,
-            "pretrained": self.pretrained if self.checkpoint_path is None else None,
+            "clip_sha256": self.clip.weights_sha256 if self.checkpoint_path is None else None,
             "heads_seed": self.seed if self.checkpoint_path is None else None,
-            "trained": self.trained or None,
+            "trained": training_facts(self.trained, ("steps", "seed", "data", "init")),
             "num_clusters": network.num_clusters,
             "pooling": network.pooling,
             "logit_scale": self.logit_scale,
