@@ -41,6 +41,7 @@ KNOWN_WEIGHTS_FILE = Path(__file__).with_name("clip_weights.yaml")
 DEFAULT_MODEL = "ViT-B-16"
 # Entries of OpenAI's archives and of traced open_clip models that are not weights.
 NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
+OPENAI_LAYOUT_KEYS = ("input_resolution", "context_length", "vocab_size")  # OpenAI's model.state_dict() only
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 # Modules that register extra open_clip model configs when imported.
 CONFIG_PROVIDERS = ("benchmark.synthetic.tinyclip",)
@@ -312,9 +313,17 @@ def openai_config_from_state_dict(state_dict: dict[str, Tensor], source: str) ->
 def build_from_state_dict(
     state_dict: dict[str, Tensor], model: str | None, openai_archive: bool, source: str
 ) -> tuple[CLIP, str, Tokenizer]:
-    """Builds the model the weights describe and loads them strictly, in float32."""
+    """Builds the model the weights describe and loads them strictly, in float32.
+
+    OpenAI's weights always mean QuickGELU: an OpenAI archive, or a state dict saved from one (it keeps
+    OpenAI's `input_resolution`, `context_length` and `vocab_size` entries), is built as OpenAI's CLIP
+    whatever `model` says (which must name the same architecture); `model=ViT-B-16` would otherwise
+    build open_clip's plain-GELU ViT-B-16 and give silently wrong scores. An open_clip state dict of
+    OpenAI's weights cannot be told apart: its model name must say so (`ViT-B-16-quickgelu`).
+    """
+    openai_layout = openai_archive or any(key in state_dict for key in OPENAI_LAYOUT_KEYS)
     state_dict = {k: v for k, v in state_dict.items() if k not in NON_WEIGHT_KEYS}
-    if openai_archive or model is None:
+    if openai_layout or model is None:
         config = openai_config_from_state_dict(state_dict, source)
         if model is not None:
             _check_same_architecture(config, model, source)

@@ -1,11 +1,17 @@
 """Vanilla dense CLIP: the last block unchanged, every patch token through ln_post and proj.
 
-There is no repository of its own; this is the `vanilla` model type of the ClearCLIP repository
-(open_clip/transformer.py custom_attn, q-k attention with residual and FFN kept), with its
-centre padding and its positional-embedding resize.
+There is no repository of its own. By default this is the ClearCLIP repository's `vanilla` model type
+(mc-lan/ClearCLIP@ad68a40, open_clip/transformer.py VisionTransformer.forward and custom_attn) run with
+``ignore_residual=False``: q-k attention, then the block's residual and feed-forward branch, as CLIP
+computes it. That repository's own default is ``ignore_residual=True`` (configs/base_config.py),
+which keeps the attention output alone (no residual, no feed-forward): option ``ignore_residual: true``
+runs that setting. Both with its centre padding and its positional-embedding resize.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
 
 from benchmark.demo_assets import register_demo_options
 from benchmark.registry import register_method
@@ -21,6 +27,12 @@ class VanillaCLIP(ClipBaseline):
     recipe = DenseRecipe(
         attention="qk", residual=True, ffn=True, patch_rule="pad_center", position_rule="scale_factor"
     )
+    extra_options = ("ignore_residual",)
+
+    def build_recipe(self, options: dict[str, Any]) -> DenseRecipe:
+        if options.get("ignore_residual"):
+            return replace(self.recipe, residual=False, ffn=False)
+        return self.recipe
 
 
 register_demo_options(VanillaCLIP.name, tiny_clip_options)

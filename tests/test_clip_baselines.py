@@ -413,6 +413,30 @@ def test_state_dict_and_torchscript_archive_load_to_identical_scores(tmp_path):
         assert torch.equal(scores_of(loaded), expected)
 
 
+def test_openai_layout_weights_build_quickgelu_whatever_the_model_name_says(tmp_path):
+    """A state dict saved from OpenAI's archive, loaded with a GELU model name (open_clip's ViT-B-16 is
+    GELU), is built with QuickGELU: the scores are the QuickGELU model's, not silently the GELU ones."""
+    model = tiny_clip()
+    openai_keys = {"input_resolution": torch.tensor(32), "context_length": torch.tensor(16),
+                   "vocab_size": torch.tensor(49408)}
+    torch.save({**model.state_dict(), **openai_keys}, tmp_path / "openai_layout.pt")
+    torch.save(model.state_dict(), tmp_path / "open_clip_layout.pt")
+    gelu = tmp_path / "TinyTestGelu.json"
+    gelu.write_text(json.dumps({
+        "embed_dim": 64,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 128, "patch_size": 8},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1},
+    }))
+    expected = scores_of(backbone_from_model(model, "tiny"))
+    for spelling in (None, str(gelu)):
+        loaded = load_clip(spelling, "openai_layout.pt", weights_root=tmp_path)
+        assert torch.equal(scores_of(loaded), expected), spelling
+    gelu_built = scores_of(load_clip(str(gelu), "open_clip_layout.pt", weights_root=tmp_path))
+    assert not torch.allclose(gelu_built, expected)  # what the OpenAI-layout file gave before: the trap
+    with pytest.raises(WeightsError, match="does not hold a ViT-B-16"):
+        load_clip("ViT-B-16", "openai_layout.pt", weights_root=tmp_path)
+
+
 def test_truncated_or_mismatched_weights_are_clear_errors(tmp_path):
     model = tiny_clip()
     torch.save(model.state_dict(), tmp_path / "tiny_sd.pt")
@@ -490,3 +514,14 @@ def test_each_method_on_a_vit_b16_448_crop(name, vit_b16):
     scores = scores_of(backbone, name, 448)
     assert scores.shape == (1, FLAT, 28, 28)
     assert torch.isfinite(scores).all()
+
+
+def test_clip_keeps_the_last_blocks_residual_unless_asked_for_clearclips_default(backbone):
+    kept, ignored = make("clip", backbone), make("clip", backbone, ignore_residual=True)
+    assert (kept.active_recipe.residual, kept.active_recipe.ffn) == (True, True)
+    assert (ignored.active_recipe.residual, ignored.active_recipe.ffn) == (False, False)
+    assert ignored.active_recipe.attention == kept.active_recipe.attention == "qk"
+    assert kept.config()["options"] == {"ignore_residual": False}
+    bank = kept.encode_classes(NAMES, TEXT)
+    crops = torch.randn(1, 3, 32, 32)
+    assert not torch.allclose(kept.predict_masks(crops, bank), ignored.predict_masks(crops, bank))
