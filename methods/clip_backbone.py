@@ -15,12 +15,10 @@ weights root. Three file kinds load:
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -34,6 +32,7 @@ from torch import Tensor, nn
 
 from benchmark import paths
 from benchmark.errors import CheckpointError
+from benchmark.open_clip_notices import random_init_notice_silenced
 from benchmark.paths import file_sha256
 from benchmark.safe_load import load_weights_only
 
@@ -163,23 +162,6 @@ def load_clip(
     state_dict, is_archive = read_weights(path)
     network, name, tokenizer = build_from_state_dict(state_dict, model, is_archive, source=str(path))
     return _finish(network, tokenizer, name, pretrained, sha256)
-
-
-@contextmanager
-def random_init_notice_silenced() -> Iterator[None]:
-    """Drops open_clip's "No pretrained weights loaded ... initialized randomly" warning while a model is created
-    that the suite fills with weights itself (or builds random on purpose, with its own warning); any other open_clip
-    message passes."""
-
-    def keep(record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("No pretrained weights loaded for model")
-
-    root = logging.getLogger()  # open_clip logs through the root logger (logging.warning)
-    root.addFilter(keep)
-    try:
-        yield
-    finally:
-        root.removeFilter(keep)
 
 
 def backbone_from_model(

@@ -7,15 +7,15 @@ CLIP weights load, and CLIP-based methods use it unchanged.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import open_clip
 import torch
 from open_clip.model import CLIP
 from PIL import Image
+
+from benchmark.open_clip_notices import random_init_notice_silenced
 
 MODEL_NAME = "TinyCLIP-Synth-ViT-8"
 CONFIG_FILE = Path(__file__).parent / "model_configs" / f"{MODEL_NAME}.json"
@@ -36,22 +36,6 @@ def create_tiny_clip(seed: int = 0, device: str | torch.device = "cpu") -> CLIP:
         torch.manual_seed(seed)
         model = open_clip.create_model(MODEL_NAME, pretrained=None, device=device)
     return model
-
-
-@contextmanager
-def random_init_notice_silenced() -> Iterator[None]:
-    """Drops open_clip's "No pretrained weights loaded ... initialized randomly" warning, which a tiny CLIP built
-    random on purpose (to be trained, or as a test model) would log; any other open_clip message passes."""
-
-    def keep(record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("No pretrained weights loaded for model")
-
-    root = logging.getLogger()  # open_clip logs through the root logger (logging.warning)
-    root.addFilter(keep)
-    try:
-        yield
-    finally:
-        root.removeFilter(keep)
 
 
 def load_tiny_clip(checkpoint: Path | str, device: str | torch.device = "cpu") -> CLIP:
