@@ -150,6 +150,17 @@ def _construct_map(loader: _LineLoader, node: yaml.MappingNode) -> Any:
     data: dict[Any, Any] = {}
     loader.lines[id(data)] = (node.start_mark.line + 1, data)
     yield data
+    seen = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` merges; the merged keys may repeat
+            continue
+        key = loader.construct_object(key_node)
+        if key in seen:  # yaml's safe_load keeps the last value silently: a published number would vanish
+            raise yaml.constructor.ConstructorError(
+                None, None, f"repeated key {key!r}: keep one (or set `variant` to tell entries apart)",
+                key_node.start_mark,
+            )
+        seen.add(key)
     data.update(loader.construct_mapping(node))
 
 
@@ -276,6 +287,12 @@ def _protocol_warnings(files: list[PublishedFile]) -> list[str]:
         names = [(entry.protocol, entry.dataset)]
         if entry.run is not None:
             names.append((entry.run.protocol, entry.run.benchmark))
+        run_protocol = entry.run.protocol if entry.run is not None else None
+        if run_protocol and not run_protocol.endswith((".yaml", ".yml")) and run_protocol not in known:
+            raise ConfigError(
+                f"{entry.where}: run.protocol {run_protocol!r} is not a protocol of the suite (protocols: "
+                f"{', '.join(sorted(known))}); give a suite protocol or a protocol file (.yaml)"
+            )
         for protocol, dataset in names:
             if protocol not in known:
                 continue

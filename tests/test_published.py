@@ -119,3 +119,15 @@ def test_check_published_command(tmp_path, capsys):
     bad = write(tmp_path, "published_bad.yaml", ENTRY.replace("    source: Cha et al., CVPR 2023, Table 2\n", ""))
     assert main(["check-published", str(bad)]) == 2
     assert "missing required key 'source'" in capsys.readouterr().err
+
+
+def test_a_repeated_key_and_a_run_protocol_that_does_not_exist_are_refused(tmp_path, capsys):
+    repeated = write(tmp_path, "published.yaml", ENTRY.replace("    miou: 55.0\n", "    miou: 55.0\n    miou: 56.0\n"))
+    with pytest.raises(ConfigError, match=r"line 7, column 5: invalid YAML: repeated key 'miou'"):
+        load_published([repeated])
+    assert main(["check-published", str(repeated)]) == 2
+    assert "repeated key 'miou'" in capsys.readouterr().err
+    run = "    miou: 55.0\n    run: {protocol: tcl9}\n"
+    missing = write(tmp_path, "other.yaml", ENTRY.replace("    miou: 55.0\n", run))
+    with pytest.raises(ConfigError, match=r"run.protocol 'tcl9' is not a protocol of the suite"):
+        load_published([missing])
