@@ -15,6 +15,9 @@ from methods.base import SegMethod
 # Options that say where things are or how to load them, never what the numbers are: the weights they
 # point to enter a run's identity by their sha256 (checkpoint_sha256 and the method's config).
 LOCATION_OPTIONS = ("checkpoint", "pretrained", "weights_root", "text_cache", "allow_torchscript")
+# Options whose resolved value the method's config() reports (the architecture a weights file or tag
+# implies): `--opt pretrained=synthetic` and `--opt model=... --opt pretrained=<its file>` are one run.
+RESOLVED_OPTIONS = ("model",)
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,7 @@ class MethodRun:
     """A configured method: what decides its numbers, and the id its records are filed under.
 
     The id is the method's content: its name, the options that change numbers (those that differ
-    from the constructor's defaults, locations left out), its `config()` and the sha256 of its
+    from the constructor's defaults; locations and the architecture left out), its `config()` and the sha256 of its
     weights; never a path, so the same weights give the same id on every machine and from any folder.
     """
 
@@ -34,8 +37,9 @@ class MethodRun:
     @property
     def identity(self) -> dict[str, Any]:
         defaults = option_defaults(type(self.method))
+        left_out = (*LOCATION_OPTIONS, *RESOLVED_OPTIONS)
         options = {key: value for key, value in self.options.items()
-                   if key not in LOCATION_OPTIONS and not (key in defaults and defaults[key] == value)}
+                   if key not in left_out and not (key in defaults and defaults[key] == value)}
         return {"name": self.method.name, "options": options, "config": self.method.config(),
                 "weights_sha256": self.method.checkpoint_sha256()}
 

@@ -110,6 +110,9 @@ def test_the_demo_clip_has_a_name_and_tcl_loads_the_clip_it_was_trained_with(toy
                     "--weights-root", str(weights)) == 0
     (record,) = records_under(toy_world["results"])
     assert record["method"]["backbone"].startswith(MODEL_NAME)
+    spelled_out = {**toy_world, "results": tmp_path / "spelled_out"}
+    assert eval_cli(spelled_out, *TINY, "--opt", f"pretrained={clip_file}", "--weights-root", str(weights)) == 0
+    assert records_under(spelled_out["results"])[0]["method"]["run_id"] == record["method"]["run_id"]
     from benchmark.paths import file_sha256
     from methods.tcl.adapter import TCL
     from methods.tcl.checkpoint import save_checkpoint
