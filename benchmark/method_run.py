@@ -24,9 +24,9 @@ RESOLVED_OPTIONS = ("model",)
 class MethodRun:
     """A configured method: what decides its numbers, and the id its records are filed under.
 
-    The id is the method's content: its name, the options that change numbers (those that differ
-    from the constructor's defaults; locations and the architecture left out), its `config()` and the sha256 of its
-    weights; never a path, so the same weights give the same id on every machine and from any folder.
+    The id is the method's content: its name, the options that change numbers (those that differ from
+    the constructor's defaults; locations and the architecture left out), its `config()` and the sha256
+    of its weights; never a path, so the same weights give the same id on every machine and folder.
     """
 
     method: SegMethod
