@@ -248,6 +248,14 @@ def _run(raw: dict[str, Any], entry: dict[str, Any], path: Path, where: str) -> 
         check_fields(item, WEIGHTS_REQUIRED, WEIGHTS_OPTIONAL, path, f"{where}weights {number}: ")
         weights.append(WeightsFile(item["file"], item.get("url"), item.get("sha256"), item.get("note")))
     protocol = raw.get("protocol") or entry["protocol"]
+    if raw.get("protocol") and not protocol.endswith((".yaml", ".yml")):
+        from benchmark.protocol import list_protocols
+
+        if protocol not in list_protocols():
+            raise ConfigError(
+                f"{path}: {where}key 'protocol' names {protocol!r}, which is not a protocol of the suite "
+                f"({', '.join(list_protocols())}); give a suite protocol or a protocol file (.yaml)"
+            )
     if protocol.endswith((".yaml", ".yml")) and not Path(protocol).is_absolute():
         protocol = str(path.parent / protocol)
     return RunSpec(
@@ -287,12 +295,6 @@ def _protocol_warnings(files: list[PublishedFile]) -> list[str]:
         names = [(entry.protocol, entry.dataset)]
         if entry.run is not None:
             names.append((entry.run.protocol, entry.run.benchmark))
-        run_protocol = entry.run.protocol if entry.run is not None else None
-        if run_protocol and not run_protocol.endswith((".yaml", ".yml")) and run_protocol not in known:
-            raise ConfigError(
-                f"{entry.where}: run.protocol {run_protocol!r} is not a protocol of the suite (protocols: "
-                f"{', '.join(sorted(known))}); give a suite protocol or a protocol file (.yaml)"
-            )
         for protocol, dataset in names:
             if protocol not in known:
                 continue

@@ -129,5 +129,5 @@ def test_a_repeated_key_and_a_run_protocol_that_does_not_exist_are_refused(tmp_p
     assert "repeated key 'miou'" in capsys.readouterr().err
     run = "    miou: 55.0\n    run: {protocol: tcl9}\n"
     missing = write(tmp_path, "other.yaml", ENTRY.replace("    miou: 55.0\n", run))
-    with pytest.raises(ConfigError, match=r"run.protocol 'tcl9' is not a protocol of the suite"):
+    with pytest.raises(ConfigError, match=r"key 'protocol' names 'tcl9', which is not a protocol of the suite"):
         load_published([missing])
