@@ -99,3 +99,15 @@ def write_toy_protocol(folder: Path, name: str, class_names: dict[str, str], ben
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(protocol, sort_keys=False))
     return path
+
+
+def shrink_label(path: Path) -> None:
+    """Overwrites a label file with a 5x5 one: its size no longer matches its image."""
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(path)
+
+
+def put_value_9_in_label(path: Path) -> None:
+    """Sets one pixel of a label file to 9, a class id outside the toy cards."""
+    label = np.asarray(Image.open(path)).copy()
+    label[2, 2] = 9
+    Image.fromarray(label).save(path)

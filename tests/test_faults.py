@@ -35,7 +35,7 @@ from benchmark.errors import CheckpointError, ConfigError
 from benchmark.paths import REPO_ROOT
 from benchmark.protocol import load_protocol
 from benchmark.results import RECORD_SCHEMA
-from tests.fakedata import write_card, write_fake_dataset
+from tests.fakedata import put_value_9_in_label, shrink_label, write_card, write_fake_dataset
 from tests.test_runner import NUMBERS, _window_count, records_under, run_cli
 from tests.toy_method import ToyMethod
 
@@ -253,16 +253,6 @@ def palette_label_out_of_range(path: Path) -> None:
     written.save(path)
 
 
-def size_mismatch(path: Path) -> None:
-    Image.fromarray(np.zeros((5, 5), np.uint8)).save(path)
-
-
-def label_value_outside(path: Path) -> None:
-    label = np.asarray(Image.open(path)).copy()
-    label[2, 2] = 9
-    Image.fromarray(label).save(path)
-
-
 # (fault, benchmark, which file, how it is damaged, what the error says, what the --skip-bad list says)
 BAD_DATA = [
     ("truncated_jpeg", "toyjpg", "images", truncate, "JPEG is truncated", None),
@@ -274,8 +264,8 @@ BAD_DATA = [
     ("rgb_label", "toyset", "labels", colour_label, "colour (RGB) image, expected an index PNG", None),
     ("palette_label_values_outside_classes", "toyset", "labels", palette_label_out_of_range,
      "label values [7, 77, 254] are outside", None),
-    ("label_values_outside_classes", "toyset_bg", "labels", label_value_outside, "label values [9] are outside", None),
-    ("image_label_size_mismatch", "toyset", "labels", size_mismatch, "differs from image", None),
+    ("label_values_outside_classes", "toyset_bg", "labels", put_value_9_in_label, "label values [9] are outside", None),
+    ("image_label_size_mismatch", "toyset", "labels", shrink_label, "differs from image", None),
     ("missing_image_of_a_split_entry", "toyset", "images", Path.unlink, "incomplete (6/7", "image file is missing"),
     ("missing_label_of_a_split_entry", "toyset_bg", "labels", Path.unlink, "incomplete (6/7", "label file is missing"),
     ("unreadable_image", "toyset", "images", "unreadable", "Permission denied", None),

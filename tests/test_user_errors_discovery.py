@@ -20,6 +20,7 @@ from PIL import Image
 from benchmark.cli import build_parser, main
 from benchmark.protocol import load_protocol
 from benchmark.synthetic.tinyclip import MODEL_NAME, create_tiny_clip
+from tests.fakedata import put_value_9_in_label, shrink_label
 
 RANDOM_INIT_NOTICE = "No pretrained weights loaded"
 
@@ -44,18 +45,8 @@ def labels_of(world, benchmark: str) -> list[Path]:
 
 # --- 8. check-data --read rejects what eval rejects, with eval's reason --------------------------------------
 
-def size_mismatch(path: Path) -> None:
-    Image.fromarray(np.zeros((5, 5), np.uint8)).save(path)
-
-
-def value_outside_classes(path: Path) -> None:
-    label = np.asarray(Image.open(path)).copy()
-    label[2, 2] = 9
-    Image.fromarray(label).save(path)
-
-
-@pytest.mark.parametrize(("damage", "reason"), [(size_mismatch, "label size 5x5 differs from image"),
-                                                (value_outside_classes, "label values [9] are outside")])
+@pytest.mark.parametrize(("damage", "reason"), [(shrink_label, "label size 5x5 differs from image"),
+                                                (put_value_9_in_label, "label values [9] are outside")])
 def test_check_data_read_reports_what_eval_rejects_with_evals_reason(toy_world, capsys, damage, reason):
     victim = labels_of(toy_world, "toyset")[3]
     damage(victim)
