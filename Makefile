@@ -21,7 +21,7 @@ soak:
 	OMP_NUM_THREADS=1 $(BIN)/pytest -q -m soak -rP tests/test_soak.py
 
 lint:
-	$(BIN)/ruff check benchmark methods tests
+	$(BIN)/ruff check benchmark methods tests tools
 
 demo:
 	$(BIN)/zsbench demo

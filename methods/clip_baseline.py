@@ -4,12 +4,12 @@ Settings, from strongest to weakest:
 - the protocol's method_settings: ``logit_scale`` (number), ``pamr`` (false/null, true, or
   ``{steps, dilations}``);
 - constructor options (``--opt``): the backbone and the method's variant options;
-- the method's defaults per dataset card in ``clip_baselines.yaml``.
+- the method's defaults per dataset card in ``clip_settings/<name>.yaml``.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -29,12 +29,16 @@ from methods.pamr import pamr, pamr_settings
 if TYPE_CHECKING:
     from benchmark.protocol import BenchmarkSpec, Protocol
 
-DEFAULTS_FILE = Path(__file__).with_name("clip_baselines.yaml")
+SETTINGS_DIR = Path(__file__).with_name("clip_settings")
 
 
-@lru_cache(maxsize=1)
-def baseline_defaults() -> dict[str, dict[str, Any]]:
-    return yaml.safe_load(DEFAULTS_FILE.read_text(encoding="utf-8"))
+@cache
+def baseline_defaults(name: str) -> dict[str, Any]:
+    """The method's own settings, clip_settings/<name>.yaml (keys explained in clip_settings/README.md)."""
+    path = SETTINGS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise BenchmarkError(f"{name} has no settings file {path}: add one (see {SETTINGS_DIR / 'README.md'})")
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
 def tiny_clip_options(assets: DemoAssets) -> dict[str, Any]:
@@ -60,7 +64,7 @@ class ClipBaseline(ClipTextMethod):
         allow_torchscript: bool = False,
         **options: Any,
     ) -> None:
-        self.defaults = baseline_defaults()[self.name]
+        self.defaults = baseline_defaults(self.name)
         unknown = sorted(set(options) - set(self.extra_options))
         if unknown:
             raise BenchmarkError(f"{self.name} has no option {unknown}; variant options: {list(self.extra_options)}")

@@ -1,0 +1,191 @@
+"""What a parity fixture is made of, shared by the scripts that make fixtures (tools/parity/) and the tests.
+
+A fixture holds the outputs of a method's reference code (its authors' repository, run with
+mmseg stubbed) on inputs and weights that are rebuilt here from seeds, never stored:
+
+- weights: `random_openai_clip(seed)`, a small CLIP in OpenAI's state-dict layout (ViT with
+  16 px patches on a 14 x 14 grid, as ViT-B/16; 128 wide, 2 heads, 3 blocks), its LayerNorm affines
+  and every bias perturbed so that dense scores are not flat, and every value rounded through fp16,
+  so that OpenAI's `build_model` (whose `convert_weights` keeps conv/linear/attention/projection
+  weights in fp16) loads exactly the values the adapter loads;
+- images: `crop_batch(seed, shape)` and `whole_image(seed, size)`, drawn from a seeded generator;
+- class names: fixed lists below (one class with several names).
+
+`meta.json` records the reference repository, commit, what it computed and how; `arrays.npz`
+the subsampled outputs. A fixture folder is written with `write_fixture` and read with `read_fixture`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+FIXTURES = Path(__file__).with_name("fixtures")
+
+VISION_WIDTH = 128
+VISION_LAYERS = 3
+PATCH = 16
+GRID = 14
+TEXT_WIDTH = 128
+TEXT_LAYERS = 2
+CONTEXT = 77
+VOCAB = 49408
+EMBED = 64
+# std of the perturbation added to LayerNorm weights (around 1) and biases and to every linear bias.
+PERTURBATION = 0.5
+
+# Class names: class k has the names on line k, comma-separated, as the references' cls_*.txt files.
+CLASS_LINES = ["sky", "tree, trees, forest", "person", "car", "grass", "building, house"]
+BACKGROUND_CLASS_LINES = ["sky, wall, floor", "cat", "dog, puppy", "bird", "car", "person"]
+TEMPLATES = ["a photo of a {}.", "a bad photo of the {}.", "there is a {} in the scene."]
+CLIP_MEAN = (122.771, 116.746, 104.094)  # CLIP's normalisation on 0-255 pixels, as the references give it
+CLIP_STD = (68.501, 66.632, 70.323)
+
+
+def _block_shapes(prefix: str, width: int) -> dict[str, tuple[int, ...]]:
+    return {
+        f"{prefix}.attn.in_proj_weight": (3 * width, width),
+        f"{prefix}.attn.in_proj_bias": (3 * width,),
+        f"{prefix}.attn.out_proj.weight": (width, width),
+        f"{prefix}.attn.out_proj.bias": (width,),
+        f"{prefix}.ln_1.weight": (width,),
+        f"{prefix}.ln_1.bias": (width,),
+        f"{prefix}.mlp.c_fc.weight": (4 * width, width),
+        f"{prefix}.mlp.c_fc.bias": (4 * width,),
+        f"{prefix}.mlp.c_proj.weight": (width, 4 * width),
+        f"{prefix}.mlp.c_proj.bias": (width,),
+        f"{prefix}.ln_2.weight": (width,),
+        f"{prefix}.ln_2.bias": (width,),
+    }
+
+
+def openai_clip_shapes() -> dict[str, tuple[int, ...]]:
+    """Every key of the fixture CLIP's state dict in OpenAI's layout (model.state_dict() of clip/model.py)."""
+    shapes: dict[str, tuple[int, ...]] = {
+        "positional_embedding": (CONTEXT, TEXT_WIDTH),
+        "text_projection": (TEXT_WIDTH, EMBED),
+        "logit_scale": (),
+        "visual.class_embedding": (VISION_WIDTH,),
+        "visual.positional_embedding": (GRID * GRID + 1, VISION_WIDTH),
+        "visual.proj": (VISION_WIDTH, EMBED),
+        "visual.conv1.weight": (VISION_WIDTH, 3, PATCH, PATCH),
+        "visual.ln_pre.weight": (VISION_WIDTH,),
+        "visual.ln_pre.bias": (VISION_WIDTH,),
+    }
+    for layer in range(VISION_LAYERS):
+        shapes.update(_block_shapes(f"visual.transformer.resblocks.{layer}", VISION_WIDTH))
+    shapes["visual.ln_post.weight"] = (VISION_WIDTH,)
+    shapes["visual.ln_post.bias"] = (VISION_WIDTH,)
+    shapes["token_embedding.weight"] = (VOCAB, TEXT_WIDTH)
+    for layer in range(TEXT_LAYERS):
+        shapes.update(_block_shapes(f"transformer.resblocks.{layer}", TEXT_WIDTH))
+    shapes["ln_final.weight"] = (TEXT_WIDTH,)
+    shapes["ln_final.bias"] = (TEXT_WIDTH,)
+    return shapes
+
+
+def random_openai_clip(seed: int, perturbation: float = PERTURBATION) -> dict[str, Tensor]:
+    """The fixture CLIP's weights: drawn key by key in `openai_clip_shapes()` order, fp16-representable float32."""
+    generator = torch.Generator().manual_seed(seed)
+    weights: dict[str, Tensor] = {}
+    for key, shape in openai_clip_shapes().items():
+        if key == "logit_scale":
+            value = torch.tensor(float(np.log(100.0)))
+        elif ".ln_" in key or key.startswith("ln_final") or key.startswith("visual.ln_"):
+            noise = torch.randn(shape, generator=generator) * perturbation
+            value = 1.0 + noise if key.endswith(".weight") else noise
+        elif key.endswith("bias"):
+            value = torch.randn(shape, generator=generator) * perturbation
+        else:
+            fan_in = shape[-1] if len(shape) == 2 else int(np.prod(shape[1:])) if len(shape) > 2 else shape[0]
+            scale = 0.02 if key in ("token_embedding.weight", "positional_embedding") else fan_in ** -0.5
+            value = torch.randn(shape, generator=generator) * scale
+        weights[key] = value.half().float()
+    return weights
+
+
+def weights_digest(weights: dict[str, Tensor]) -> str:
+    """sha256 over keys, shapes and float32 bytes, in key order: the fixture records it, the test checks it."""
+    digest = hashlib.sha256()
+    for key, value in weights.items():
+        digest.update(key.encode())
+        digest.update(str(tuple(value.shape)).encode())
+        digest.update(value.detach().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_weights(weights: dict[str, Tensor], path: Path) -> Path:
+    """The weights as a state-dict file (what both the reference's clip.load and the adapter read)."""
+    torch.save(weights, path)
+    return path
+
+
+def crop_batch(seed: int, shape: tuple[int, int], count: int = 2) -> Tensor:
+    """[count, 3, h, w] crops normalised with CLIP's mean and std, from uint8 pixels of a seeded generator.
+
+    Smooth blobs (a coarse random grid, bilinearly upsampled) so that neighbouring patches agree as in
+    a photograph and PAMR or neighbourhood attention have structure to act on.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand((count, 3, max(2, shape[0] // 32), max(2, shape[1] // 32)), generator=generator)
+    pixels = torch.nn.functional.interpolate(coarse, size=shape, mode="bilinear", align_corners=False) * 255
+    pixels = pixels.round().clamp(0, 255)
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (pixels - mean) / std
+
+
+def whole_image(seed: int, size: tuple[int, int]) -> np.ndarray:
+    """An RGB uint8 image [H, W, 3] (an original, before the protocol's resize), from a seeded generator."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand((1, 3, max(2, size[0] // 24), max(2, size[1] // 24)), generator=generator)
+    pixels = torch.nn.functional.interpolate(coarse, size=size, mode="bilinear", align_corners=False) * 255
+    return pixels.round().clamp(0, 255)[0].permute(1, 2, 0).to(torch.uint8).numpy()
+
+
+def class_names(lines: list[str]) -> list[list[str]]:
+    """Lines of a cls_*.txt file -> names per class, as the references' get_cls_idx splits them."""
+    return [[name.strip() for name in line.split(",")] for line in lines]
+
+
+def centred(logits: np.ndarray | Tensor, axis: int = 1) -> np.ndarray:
+    """Logits with each class's mean over the image (every axis but `axis`) removed.
+
+    Random-weight CLIP scores differ between classes by an offset much larger than their variation
+    over the image; with the offset removed, a 1e-5 match says the spatial pattern agrees too.
+    """
+    array = np.asarray(logits, dtype=np.float64)
+    axes = tuple(index for index in range(array.ndim) if index != axis % array.ndim)
+    return array - array.mean(axis=axes, keepdims=True)
+
+
+def write_fixture(folder: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    np.savez_compressed(folder / "arrays.npz", **arrays)
+
+
+def read_fixture(name: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    folder = FIXTURES / name
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    with np.load(folder / "arrays.npz", allow_pickle=False) as loaded:
+        arrays = {key: loaded[key] for key in loaded.files}
+    return meta, arrays
+
+
+def decision_ties(scores: Tensor, threshold: float | None = None, tolerance: float = 1e-6) -> np.ndarray:
+    """[H, W] bool: pixels whose decision is a tie within `tolerance` in the reference's own final scores
+    [C, H, W] (best and second best class, or the best against a background threshold). Two float32
+    computations of the same sum in another order may decide these either way; every other pixel must agree.
+    """
+    top = scores.float().topk(2, dim=0).values
+    ties = (top[0] - top[1]) < tolerance
+    if threshold is not None:
+        ties |= (top[0] - threshold).abs() < tolerance
+    return ties.numpy()
