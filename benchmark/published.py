@@ -38,6 +38,7 @@ ENTRY_REQUIRED = {"method": str, "backbone": str, "protocol": str, "dataset": st
 ENTRY_OPTIONAL = {
     "miou": float, "miou_seen": float, "miou_unseen": float, "hiou": float,
     "third_party": bool, "variant": str, "note": str, "url": str, "tolerance": float, "run": dict,
+    "average": float,
 }
 RUN_KEYS = {"method": str, "protocol": str, "benchmark": str, "checkpoint": str, "options": dict, "weights": list}
 WEIGHTS_REQUIRED = {"file": str}
@@ -97,6 +98,7 @@ class PublishedEntry:
     url: str | None = None
     tolerance: float | None = None
     run: RunSpec | None = None
+    average: float | None = None  # the mean over the entry's row as its source prints it
 
     @property
     def where(self) -> str:
@@ -206,6 +208,7 @@ def load_published_file(path: Path) -> PublishedFile:
     entries = tuple(
         _entry(raw, path, index, lines.get(id(raw))) for index, raw in enumerate(content.get("entries") or [], 1)
     )
+    check_stated_averages(entries)
     return PublishedFile(
         path, entries, DEFAULT_TOLERANCE if tolerance is None else float(tolerance), content.get("notes")
     )
@@ -238,7 +241,39 @@ def _entry(raw: Any, path: Path, index: int, line: int | None) -> PublishedEntry
         source=raw["source"].strip(), values=values, file=path, index=index, line=line,
         third_party=bool(raw.get("third_party", False)), variant=raw.get("variant"), note=raw.get("note"),
         url=raw.get("url"), tolerance=None if tolerance is None else float(tolerance), run=run,
+        average=None if raw.get("average") is None else float(raw["average"]),
     )
+
+
+def _printed_decimals(value: float) -> int:
+    text = repr(float(value))
+    return 0 if text.endswith(".0") else len(text.split(".")[1])
+
+
+def check_stated_averages(entries: tuple[PublishedEntry, ...]) -> None:
+    """Entries that state their row's `average` must hold one mIoU per dataset and average to it, to the
+    printed precision (42.455 prints as 42.46 or 42.45): a typo in one number, or a number of another row,
+    shows up as an average the source does not print."""
+    rows: dict[tuple, list[PublishedEntry]] = {}
+    for entry in entries:
+        if entry.average is not None:
+            key = (entry.method, entry.backbone, entry.protocol, entry.variant, entry.average)
+            rows.setdefault(key, []).append(entry)
+    for (method, _, protocol, variant, average), row in rows.items():
+        first = row[0]
+        datasets = [entry.dataset for entry in row]
+        if len(set(datasets)) != len(datasets) or any("miou" not in entry.values for entry in row):
+            raise ConfigError(
+                f"{first.where}: the entries of {method} on {protocol}{f' [{variant}]' if variant else ''} with "
+                f"average {average} must give one miou per dataset (got datasets {datasets})"
+            )
+        mean = sum(entry.values["miou"] for entry in row) / len(row)
+        if abs(mean - average) > 0.5 * 10 ** -_printed_decimals(average) + 1e-9:
+            numbers = ", ".join(f"{entry.dataset} {entry.values['miou']}" for entry in row)
+            raise ConfigError(
+                f"{first.where}: its row ({numbers}) averages "
+                f"{mean:.4f}, but the entries state average {average}: a number is mistyped or from another row"
+            )
 
 
 def _run(raw: dict[str, Any], entry: dict[str, Any], path: Path, where: str) -> RunSpec:

@@ -70,9 +70,19 @@ class Report:
     def comparisons(self) -> list[tuple[Outcome, Comparison]]:
         return [(o, c) for o in self.with_status(COMPARED) for c in o.comparisons]
 
+    def sources_of_one_number(self) -> list[list[tuple[Outcome, Comparison]]]:
+        """Comparisons of one measured number (record and metric) with several sources' published values."""
+        groups: dict[tuple[str | None, str], list[tuple[Outcome, Comparison]]] = {}
+        for outcome, comparison in self.comparisons:
+            groups.setdefault((outcome.record, comparison.metric), []).append((outcome, comparison))
+        return [group for group in groups.values() if len(group) > 1]
+
     @property
     def beyond_tolerance(self) -> list[tuple[Outcome, Comparison]]:
-        return [(o, c) for o, c in self.comparisons if not c.ok]
+        """Comparisons off by more than their tolerance, except where the same measured number agrees with
+        another source's value for it (sources that disagree with each other: the run reproduces one)."""
+        agreed = {(o.record, c.metric) for group in self.sources_of_one_number() for o, c in group if c.ok}
+        return [(o, c) for o, c in self.comparisons if not c.ok and (o.record, c.metric) not in agreed]
 
     def exit_code(self, strict: bool = False) -> int:
         failed = bool(self.beyond_tolerance or self.with_status(ERROR))
@@ -307,10 +317,12 @@ def render_report(report: Report) -> str:
         lines += ["", f"Dry run: {len(report.with_status(READY))} entries have their weights and data and would run."]
     if compared:
         rows = []
+        failed = {id(comparison) for _, comparison in beyond}
         for outcome, comparison in compared:
             entry = outcome.entry
+            status = "ok" if comparison.ok else "**FAIL**" if id(comparison) in failed else "other source"
             rows.append([
-                "ok" if comparison.ok else "**FAIL**", escape(_method(entry)), escape(entry.backbone),
+                status, escape(_method(entry)), escape(entry.backbone),
                 f"{escape(entry.protocol)} ({(outcome.protocol_hash or '')[:12]})", escape(entry.dataset),
                 METRIC_NAMES[comparison.metric], format_value(comparison.published, "published"),
                 format_value(comparison.measured), format_value(comparison.diff, "diff"), f"{comparison.tolerance:g}",
@@ -319,6 +331,19 @@ def render_report(report: Report) -> str:
         lines += ["", "## Compared", "", table(
             ["status", "method", "backbone", "protocol (hash)", "dataset", "metric", "published", "measured", "Δ",
              "tolerance", "source"], rows)]
+    several = report.sources_of_one_number()
+    if several:
+        lines += ["", "## Numbers with several published values", "",
+                  "One measured number, several sources; it counts as reproduced when it agrees with one of them.", ""]
+        for group in several:
+            outcome, comparison = group[0]
+            agree = [escape(o.entry.source) for o, c in group if c.ok]
+            disagree = [escape(o.entry.source) for o, c in group if not c.ok]
+            lines.append(
+                f"- {escape(_method(outcome.entry))} {escape(outcome.entry.protocol)}/{escape(outcome.entry.dataset)} "
+                f"{METRIC_NAMES[comparison.metric]} measured {format_value(comparison.measured)}: agrees with "
+                f"{'; '.join(agree) or 'none'}; not with {'; '.join(disagree) or 'none'}"
+            )
     missing = report.with_status(MISSING)
     if missing:
         needed: dict[Need, list[Outcome]] = {}

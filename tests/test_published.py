@@ -131,3 +131,53 @@ def test_a_repeated_key_and_a_run_protocol_that_does_not_exist_are_refused(tmp_p
     missing = write(tmp_path, "other.yaml", ENTRY.replace("    miou: 55.0\n", run))
     with pytest.raises(ConfigError, match=r"key 'protocol' names 'tcl9', which is not a protocol of the suite"):
         load_published([missing])
+
+
+ROW = """\
+entries:
+  - &row
+    method: sclip
+    backbone: ViT-B/16
+    protocol: sclip
+    dataset: voc21
+    miou: 59.1
+    source: a paper's table
+    average: {average}
+  - {{<<: *row, dataset: context60, miou: 30.4}}
+  - {{<<: *row, dataset: coco_object, miou: 30.5}}
+  - {{<<: *row, dataset: voc20, miou: 80.4}}
+  - {{<<: *row, dataset: context59, miou: 34.2}}
+  - {{<<: *row, dataset: coco_stuff171, miou: 22.4}}
+  - {{<<: *row, dataset: cityscapes, miou: 32.2}}
+  - {{<<: *row, dataset: ade20k, miou: {ade20k}}}
+"""
+
+
+def test_every_shipped_row_that_states_an_average_averages_to_it():
+    rows: dict[tuple, list] = {}
+    for entry in load_published().entries:
+        if entry.average is not None:
+            rows.setdefault((entry.method, entry.protocol, entry.variant, entry.average), []).append(entry)
+    assert len(rows) >= 6  # SCLIP paper, NACLIP README, TCL with and without PAMR, CCAR's two rows, ...
+    for (method, protocol, _, average), row in rows.items():
+        mean = sum(entry.values["miou"] for entry in row) / len(row)
+        decimals = len(repr(average).split(".")[1])
+        assert len(row) == 8, (method, protocol, [entry.dataset for entry in row])
+        assert abs(mean - average) <= 0.5 * 10**-decimals + 1e-9, (method, protocol, mean)
+
+
+# SCLIP's paper row: 305.3 / 8 = 38.1625, printed 38.2; a mistyped ADE20K of 16.9 would give 38.2625.
+@pytest.mark.parametrize(("average", "ade20k", "fine"), [
+    (38.2, 16.1, True),
+    (38.2, 16.9, False),
+    (38.16, 16.1, True),  # within half a unit of the last printed digit
+    (38.17, 16.1, False),
+    (38.15, 16.1, False),
+])
+def test_a_row_whose_numbers_do_not_give_its_stated_average_is_refused(tmp_path, average, ade20k, fine):
+    path = write(tmp_path, "published.yaml", ROW.format(average=average, ade20k=ade20k))
+    if fine:
+        load_published([path])
+        return
+    with pytest.raises(ConfigError, match=r"averages 38\.\d+, but the entries state average"):
+        load_published([path])

@@ -75,3 +75,23 @@ def test_strict_fails_on_missing_entries_and_dry_run_evaluates_nothing(toy_world
     assert code == 1
     assert "## Ready to run (dry run)" in report and "## Compared" not in report
     assert not toy_world["results"].exists()
+
+
+def test_a_number_with_two_sources_counts_as_reproduced_when_it_agrees_with_one_and_says_which(
+        toy_world, published):
+    content = yaml.safe_load(published.read_text())
+    other = dict(content["entries"][0], miou=9.21 + 0.32, source="another source of the same number",
+                 third_party=True)
+    content["entries"].append(other)
+    published.write_text(yaml.safe_dump(content))
+    code, report = reproduce(toy_world, published)
+    assert code == 0 and "0 beyond tolerance" in report
+    compared = section(report, "Compared")
+    assert "| other source | toy " in compared and "-0.32" in compared
+    several = section(report, "Numbers with several published values")
+    assert ("toy toy/toyset mIoU measured 9.21: agrees with tests/test_reproduce.py, measured on the toy world; "
+            "not with another source of the same number") in several
+    content["entries"][0]["miou"] = 9.21 - 0.5  # now neither source agrees: the run fails
+    published.write_text(yaml.safe_dump(content))
+    code, report = reproduce(toy_world, published)
+    assert code == 1 and "2 beyond tolerance" in report and "agrees with none" in report
