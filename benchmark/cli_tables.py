@@ -143,7 +143,14 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         raise BenchmarkError(f"{given} {', '.join(missing)}: no such folder (records are where `zsbench eval "
                              "--results` wrote them; default ./results)")
     records, benchmarks = _select(_records([f for f in folders if f.exists()], args.strict), args)
-    boards = build_boards(records, _published_entries(args), benchmarks)
+    published = _published_entries(args)
+    boards = build_boards(records, published, benchmarks)
+    if published is not None and args.protocol and not records:
+        from benchmark.leaderboard import published_board
+        from benchmark.protocol import load_protocol, protocol_path
+
+        if protocol_path(args.protocol).exists():
+            boards = [published_board(load_protocol(args.protocol), published, benchmarks)]
     _write_outputs(boards, args)
     return 0
 

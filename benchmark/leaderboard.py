@@ -77,6 +77,7 @@ class Row:
     overall: dict[str, Cell] = field(default_factory=dict)  # benchmark -> mIoU over all classes (averages)
     per_class: dict[str, dict[str, float | None]] = field(default_factory=dict)
     record_paths: dict[str, str] = field(default_factory=dict)  # benchmark -> record file
+    published_only: bool = False  # a paper's numbers with no measured run on this board
 
     @property
     def name(self) -> str:
@@ -262,24 +263,67 @@ def _average(row: Row, benchmarks: list[str]) -> Cell:
 
 
 def _sort_key(row: Row) -> tuple:
-    average = row.cell(Column(AVERAGE)).value
-    return (row.partial, average is None, -(average or 0.0), row.label)
+    """Measured full rows by average, partial ones, then published-only rows by their published average."""
+    cell = row.cell(Column(AVERAGE))
+    average = cell.published if row.published_only else cell.value
+    return (row.published_only, row.partial, average is None, -(average or 0.0), row.label)
 
 
 def attach_published(board: Board, entries: list[PublishedEntry]) -> None:
-    """Puts the matching paper number beside each measured one (see published.find_entry)."""
+    """Puts the matching paper number beside each measured one (see published.find_entry), then adds a row
+    for every published method with numbers on the board's benchmarks that no measured row shows."""
     board.with_published = True
+    shown: set[tuple] = set()
     for row in board.rows:
         for name in board.benchmarks:
             entry = find_entry(entries, board.protocol, name, row.method)
             if entry is None:
                 continue
+            shown.add(_published_row_key(entry))
             cells = [(row.cells.setdefault(c, Cell()), c.metric) for c in board.columns if c.benchmark == name]
             cells.append((row.overall.setdefault(name, Cell()), "miou"))
             for cell, metric in cells:
                 cell.published = entry.values.get(metric)
                 cell.source = entry.source
                 cell.third_party = entry.third_party
+    board.rows.extend(_published_rows(board, [e for e in entries if _published_row_key(e) not in shown]))
+
+
+def _published_row_key(entry: PublishedEntry) -> tuple:
+    return entry.method, entry.backbone, entry.protocol, entry.variant
+
+
+def _published_rows(board: Board, entries: list[PublishedEntry]) -> list[Row]:
+    """One row per published (method, backbone, protocol, variant) on the board's benchmarks. Per benchmark the
+    authors' number wins over a third party's, then the source that covers most benchmarks, then file order; each
+    cell keeps its source. A paper's comparison table mixes protocols; a row from another protocol than the
+    board's names it, since its numbers were not measured under the board's settings."""
+    groups: dict[tuple, list[PublishedEntry]] = {}
+    for entry in entries:
+        if entry.dataset in board.benchmarks and "miou" in entry.values:
+            groups.setdefault(_published_row_key(entry), []).append(entry)
+    rows = []
+    for (method, backbone, protocol, variant), group in groups.items():
+        datasets_of: dict[str, set[str]] = {}
+        for entry in group:
+            datasets_of.setdefault(entry.source, set()).add(entry.dataset)
+        coverage = {source: len(datasets) for source, datasets in datasets_of.items()}
+        chosen: dict[str, PublishedEntry] = {}
+        for entry in sorted(group, key=lambda e: (e.third_party, -coverage[e.source])):
+            chosen.setdefault(entry.dataset, entry)
+        third_party = all(entry.third_party for entry in chosen.values())
+        details = ["published"] + ([] if protocol == board.protocol else [f"protocol {protocol}"])
+        details += ["third party"] if third_party else []
+        label = f"{method}{f' [{variant}]' if variant else ''} ({', '.join(details)})"
+        sources = "; ".join(dict.fromkeys(entry.source for entry in chosen.values()))
+        row = Row(label=label, method={"name": method, "run_id": f"published: {sources}", "backbone": backbone},
+                  partial=False, published_only=True)
+        for entry in chosen.values():
+            cell = Cell(published=entry.values["miou"], source=entry.source, third_party=entry.third_party)
+            row.overall[entry.dataset] = cell
+            row.cells[Column(entry.dataset)] = cell
+        rows.append(row)
+    return rows
 
 
 def build_boards(
@@ -291,6 +335,17 @@ def build_boards(
     """One board per (protocol name, hash), in order of protocol name."""
     groups = group_by_protocol(records)
     return [build_board(groups[key], benchmarks, published, sort) for key in sorted(groups)]
+
+
+def published_board(protocol: Any, published: list[PublishedEntry], benchmarks: list[str] | None = None) -> Board:
+    """A board of a protocol with no measured runs: the published rows on its benchmarks only."""
+    names = benchmarks or list(protocol.benchmarks)
+    board = Board(protocol.name, protocol.hash, names, [*(Column(name) for name in names), Column(AVERAGE)], [])
+    attach_published(board, published)
+    for row in board.rows:
+        row.cells[Column(AVERAGE)] = _average(row, names)
+    board.rows.sort(key=_sort_key)
+    return board
 
 
 def format_value(value: float | None, kind: str = "value") -> str:

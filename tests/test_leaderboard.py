@@ -235,3 +235,34 @@ def test_latex_golden_files_compile(tmp_path, variant):
     done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", document.name],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-2000:]
+
+
+def test_published_numbers_no_measured_row_shows_get_rows_of_their_own_after_the_measured_ones(tmp_path):
+    extra = tmp_path / "published_extra.yaml"
+    extra.write_text(
+        "entries:\n"
+        "  - &sc {method: scclip, backbone: ViT-B/16, protocol: scclip, dataset: voc21, miou: 64.6,"
+        " source: a paper's Table 1}\n"
+        "  - {<<: *sc, dataset: context60, miou: 36.9}\n"
+        "  - {<<: *sc, dataset: ade20k, miou: 20.1}\n"
+        "  - {<<: *sc, dataset: ade20k, miou: 19.0, third_party: true, source: a re-run}\n"
+    )
+    entries = published_entries() + load_published([extra]).entries
+    board = next(board for board in build_boards(fixture_records(), entries) if board.protocol == "fixture3")
+    row = board.rows[-1]
+    assert row.published_only and row.label == "scclip (published, protocol scclip)"
+    assert [cell.value for cell in row.cells.values()] == [None] * len(row.cells)
+    average = round((64.6 + 36.9 + 20.1) / 3, 2)  # the authors' ADE20K, not the re-run's
+    assert [row.cell(column).published for column in board.columns] == [64.6, 36.9, 20.1, average]
+    assert all(not other.published_only for other in board.rows[:-1])  # measured rows first
+    assert sum(other.name == "naclip" for other in board.rows) == 2  # shown beside a measured row: no row of its own
+
+
+def test_leaderboard_of_a_protocol_without_runs_shows_the_published_rows(tmp_path, capsys):
+    empty = tmp_path / "results"
+    empty.mkdir()
+    assert main(["leaderboard", "--protocol", "tcl8", "--published", "--results", str(empty)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    tcl = next(line for line in lines if line.startswith("| tcl \\[pamr\\] (published)"))
+    assert "55.0" in tcl and "37.2" in tcl  # Table 2's row and its average
+    assert any(line.startswith("| sclip (published, protocol sclip)") for line in lines)
