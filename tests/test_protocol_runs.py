@@ -27,9 +27,12 @@ from tests.fakedata import write_fake_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SPLIT_PROTOCOLS = ("zs_spnet_voc", "zs_spnet_cocostuff", "zs_zs3net_voc2", "zs_zs3net_context2")
-NATIVE_PROTOCOLS = ("tcl8", "tcl8_nopamr", "sclip", "clearclip", "naclip")
 ALL_CARDS = ("voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff171", "cityscapes", "ade20k")
-CLIP_METHODS = ("clip", "maskclip", "sclip", "clearclip", "naclip")
+BASELINES = ("clip", "maskclip", "sclip", "clearclip", "naclip")
+# Training-free methods with a native protocol of their own name.
+NEWER_CLIP_METHODS = ("scclip",)
+CLIP_METHODS = BASELINES + NEWER_CLIP_METHODS
+NATIVE_PROTOCOLS = ("tcl8", "tcl8_nopamr", "sclip", "clearclip", "naclip", "naclip_nopamr", *NEWER_CLIP_METHODS)
 SEED_METHODS = ("tcl", "vilseg", "clips4")
 TINY_GEOMETRY = {"resize": {"short": 64, "long_max": 128}, "crop": 64, "stride": 48}
 
@@ -143,18 +146,26 @@ def test_every_method_runs_on_the_split_protocol(protocol_name, world, seed_chec
             assert block[key] == pytest.approx(expected, abs=0.011), (record["method"]["name"], key)
 
 
+def methods_under(protocol_name: str) -> tuple[str, ...]:
+    """Every CLIP method runs under tcl8; the baselines under each other's protocols; a newer method under its own."""
+    if protocol_name.startswith("tcl8"):
+        return CLIP_METHODS
+    return (protocol_name,) if protocol_name in NEWER_CLIP_METHODS else BASELINES
+
+
 @pytest.mark.parametrize("protocol_name", NATIVE_PROTOCOLS)
 def test_every_clip_method_runs_on_every_benchmark_of_the_protocol(protocol_name, world, tmp_path, monkeypatch):
     monkeypatch.setenv("ZSSEG_WEIGHTS", str(world["root"] / "weights"))
     protocol_path = tiny_protocol(protocol_name, tmp_path, templates=2)
     protocol = load_protocol(protocol_path)
     results = tmp_path / "results"
-    for method in CLIP_METHODS:
+    methods = methods_under(protocol_name)
+    for method in methods:
         assert run_eval(method, protocol_path, world, results, method_options(method, world, {})) == 0, method
     records = [json.loads(path.read_text()) for path in results.rglob("*.json") if path.parent.parent != results]
     records = [record for record in records if "miou" in record]
     runs = {(record["method"]["name"], record["benchmark"]) for record in records}
-    assert runs == {(method, bench) for method in CLIP_METHODS for bench in protocol.benchmarks}
+    assert runs == {(method, bench) for method in methods for bench in protocol.benchmarks}
     for record in records:
         assert record["protocol"]["hash"] == protocol.hash and 0 <= record["miou"] <= 100
 
