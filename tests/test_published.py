@@ -162,7 +162,8 @@ def test_every_shipped_row_that_states_an_average_averages_to_it():
     for (method, protocol, _, average), row in rows.items():
         mean = sum(entry.values["miou"] for entry in row) / len(row)
         decimals = len(repr(average).split(".")[1])
-        assert len(row) == 8, (method, protocol, [entry.dataset for entry in row])
+        datasets = [entry.dataset for entry in row]
+        assert len(set(datasets)) == len(datasets) >= 3, (method, protocol, datasets)  # ResCLIP: 3 + 5
         assert abs(mean - average) <= 0.5 * 10**-decimals + 1e-9, (method, protocol, mean)
 
 

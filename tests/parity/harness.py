@@ -65,7 +65,7 @@ def _block_shapes(prefix: str, width: int) -> dict[str, tuple[int, ...]]:
     }
 
 
-def openai_clip_shapes() -> dict[str, tuple[int, ...]]:
+def openai_clip_shapes(vision_layers: int = VISION_LAYERS) -> dict[str, tuple[int, ...]]:
     """Every key of the fixture CLIP's state dict in OpenAI's layout (model.state_dict() of clip/model.py)."""
     shapes: dict[str, tuple[int, ...]] = {
         "positional_embedding": (CONTEXT, TEXT_WIDTH),
@@ -78,7 +78,7 @@ def openai_clip_shapes() -> dict[str, tuple[int, ...]]:
         "visual.ln_pre.weight": (VISION_WIDTH,),
         "visual.ln_pre.bias": (VISION_WIDTH,),
     }
-    for layer in range(VISION_LAYERS):
+    for layer in range(vision_layers):
         shapes.update(_block_shapes(f"visual.transformer.resblocks.{layer}", VISION_WIDTH))
     shapes["visual.ln_post.weight"] = (VISION_WIDTH,)
     shapes["visual.ln_post.bias"] = (VISION_WIDTH,)
@@ -90,11 +90,13 @@ def openai_clip_shapes() -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def random_openai_clip(seed: int, perturbation: float = PERTURBATION) -> dict[str, Tensor]:
+def random_openai_clip(
+    seed: int, perturbation: float = PERTURBATION, vision_layers: int = VISION_LAYERS
+) -> dict[str, Tensor]:
     """The fixture CLIP's weights: drawn key by key in `openai_clip_shapes()` order, fp16-representable float32."""
     generator = torch.Generator().manual_seed(seed)
     weights: dict[str, Tensor] = {}
-    for key, shape in openai_clip_shapes().items():
+    for key, shape in openai_clip_shapes(vision_layers).items():
         if key == "logit_scale":
             value = torch.tensor(float(np.log(100.0)))
         elif ".ln_" in key or key.startswith("ln_final") or key.startswith("visual.ln_"):
@@ -107,6 +109,38 @@ def random_openai_clip(seed: int, perturbation: float = PERTURBATION) -> dict[st
             scale = 0.02 if key in ("token_embedding.weight", "positional_embedding") else fan_in ** -0.5
             value = torch.randn(shape, generator=generator) * scale
         weights[key] = value.half().float()
+    return weights
+
+
+def sharpened_deep_clip(
+    seed: int, vision_layers: int, perturbation: float, query_key_scale: float, last_out_proj_scale: float
+) -> dict[str, Tensor]:
+    """A deeper fixture CLIP whose attention stays sharp through all its blocks: every block's query and key
+    in-projections scaled by `query_key_scale`, the last block's out-projection by `last_out_proj_scale`, then
+    rounded through fp16 again. Random blocks otherwise average the tokens into one, and every crop predicts
+    one class (methods that read mid-layer positions, such as SFP's blocks 3 to 9, need 12 blocks)."""
+    weights = random_openai_clip(seed, perturbation, vision_layers)
+    for layer in range(vision_layers):
+        key = f"visual.transformer.resblocks.{layer}.attn.in_proj_weight"
+        in_proj = weights[key].clone()
+        in_proj[: 2 * VISION_WIDTH] *= query_key_scale
+        weights[key] = in_proj
+    last = f"visual.transformer.resblocks.{vision_layers - 1}.attn.out_proj.weight"
+    weights[last] = weights[last] * last_out_proj_scale
+    return {key: value.half().float() for key, value in weights.items()}
+
+
+RESIDUAL_BRANCH_KEYS = (".attn.out_proj.weight", ".attn.out_proj.bias", ".mlp.c_proj.weight", ".mlp.c_proj.bias")
+
+
+def damped_deep_clip(seed: int, perturbation: float, vision_layers: int, branch_scale: float) -> dict[str, Tensor]:
+    """A deeper fixture CLIP whose image blocks' residual branches (attention and MLP output projections,
+    weights and biases) are scaled by `branch_scale` and rounded through fp16 again, so that twelve random
+    blocks do not wash out the patch tokens (ResCLIP reads blocks 5 to 8 of a ViT-B/16-deep tower)."""
+    weights = random_openai_clip(seed, perturbation, vision_layers)
+    for key, value in weights.items():
+        if key.startswith("visual.transformer.") and key.endswith(RESIDUAL_BRANCH_KEYS):
+            weights[key] = (value * branch_scale).half().float()
     return weights
 
 
@@ -126,16 +160,40 @@ def save_weights(weights: dict[str, Tensor], path: Path) -> Path:
     return path
 
 
+def _upsampled(coarse: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear upsampling of [..., h, w] to `size` (align_corners=False, as torch's), in float64 numpy.
+
+    Each output value is a two-term weighted sum per axis, computed element by element: the same bits on
+    every machine and thread count (torch's float32 kernel differs by an ulp with the thread setup, and a
+    value at x.5 then rounds to another pixel level)."""
+    for axis, out in ((-2, size[0]), (-1, size[1])):
+        length = coarse.shape[axis]
+        source = np.maximum((np.arange(out) + 0.5) * (length / out) - 0.5, 0.0)
+        low = np.floor(source).astype(np.int64)
+        high = np.minimum(low + 1, length - 1)
+        weight = source - low
+        shape = [1] * coarse.ndim
+        shape[axis] = out
+        weight = weight.reshape(shape)
+        coarse = (1.0 - weight) * np.take(coarse, low, axis=axis) + weight * np.take(coarse, high, axis=axis)
+    return coarse
+
+
+def _smooth_pixels(seed: int, shape: tuple[int, ...], size: tuple[int, int]) -> np.ndarray:
+    """uint8-valued float64 pixels [..., H, W]: a coarse grid of `shape` from a seeded generator, upsampled."""
+    coarse = torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).numpy()
+    return np.clip(np.round(_upsampled(coarse, size) * 255), 0, 255)
+
+
 def crop_batch(seed: int, shape: tuple[int, int], count: int = 2) -> Tensor:
     """[count, 3, h, w] crops normalised with CLIP's mean and std, from uint8 pixels of a seeded generator.
 
     Smooth blobs (a coarse random grid, bilinearly upsampled) so that neighbouring patches agree as in
     a photograph and PAMR or neighbourhood attention have structure to act on.
     """
-    generator = torch.Generator().manual_seed(seed)
-    coarse = torch.rand((count, 3, max(2, shape[0] // 32), max(2, shape[1] // 32)), generator=generator)
-    pixels = torch.nn.functional.interpolate(coarse, size=shape, mode="bilinear", align_corners=False) * 255
-    pixels = pixels.round().clamp(0, 255)
+    pixels = torch.from_numpy(
+        _smooth_pixels(seed, (count, 3, max(2, shape[0] // 32), max(2, shape[1] // 32)), shape)
+    ).float()
     mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
     return (pixels - mean) / std
@@ -143,10 +201,13 @@ def crop_batch(seed: int, shape: tuple[int, int], count: int = 2) -> Tensor:
 
 def whole_image(seed: int, size: tuple[int, int]) -> np.ndarray:
     """An RGB uint8 image [H, W, 3] (an original, before the protocol's resize), from a seeded generator."""
-    generator = torch.Generator().manual_seed(seed)
-    coarse = torch.rand((1, 3, max(2, size[0] // 24), max(2, size[1] // 24)), generator=generator)
-    pixels = torch.nn.functional.interpolate(coarse, size=size, mode="bilinear", align_corners=False) * 255
-    return pixels.round().clamp(0, 255)[0].permute(1, 2, 0).to(torch.uint8).numpy()
+    pixels = _smooth_pixels(seed, (3, max(2, size[0] // 24), max(2, size[1] // 24)), size)
+    return np.ascontiguousarray(pixels.transpose(1, 2, 0)).astype(np.uint8)
+
+
+def input_digest(values: torch.Tensor | np.ndarray) -> str:
+    """sha256 of an input's bytes: the test checks that it rebuilds what the reference was given."""
+    return hashlib.sha256(np.ascontiguousarray(np.asarray(values)).tobytes()).hexdigest()
 
 
 def class_names(lines: list[str]) -> list[list[str]]:

@@ -1,0 +1,76 @@
+"""Vanilla dense CLIP against the ClearCLIP repository's `vanilla` model type (fixture: tests/parity/fixtures/clip,
+made by tools/parity/make_clip.py), with ignore_residual false (the method's default) and true (the repository's
+default: cases *_ignore_residual).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchmark.protocol import load_protocol
+from methods.clip_baseline import baseline_defaults
+from methods.clip_vanilla import VanillaCLIP
+from tests.parity import harness
+from tests.parity.engine import engine_label_map, fixture_spec
+
+META, ARRAYS = harness.read_fixture("clip")
+DENSE = [case for case in META["cases"] if case["kind"] == "dense"]
+WHOLE = [case for case in META["cases"] if case["kind"] == "whole"]
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory: pytest.TempPathFactory):
+    weights = harness.random_openai_clip(META["weights"]["seed"], META["weights"]["perturbation"])
+    assert list(weights) == META["weights"]["keys"]
+    assert harness.weights_digest(weights) == META["weights"]["sha256"]
+    return harness.save_weights(weights, tmp_path_factory.mktemp("clip") / "clip.pt")
+
+
+@pytest.fixture(scope="module")
+def protocol():
+    return load_protocol("clearclip")  # the method has no protocol of its own; the fixture used this one's settings
+
+
+def method_for(case, weights_file) -> VanillaCLIP:
+    """The adapter as `zsbench eval` builds it for the case: no option where the case runs the method's default
+    (clip_settings/clip.yaml), `--opt ignore_residual=true` where it runs the repository's default."""
+    options = {key: value for key, value in case["options"].items() if value != baseline_defaults("clip").get(key)}
+    method = VanillaCLIP(model=None, pretrained=str(weights_file), **options)
+    assert method.options == case["options"]
+    return method
+
+
+@pytest.mark.parametrize("case", DENSE, ids=[case["case"] for case in DENSE])
+def test_dense_scores_equal_the_references(case, weights_file, protocol):
+    method = method_for(case, weights_file)
+    method.setup(protocol, protocol.benchmarks["context59"])  # logit scale 50 (the protocol's): undone below
+    bank = method.encode_classes(harness.class_names(harness.CLASS_LINES), protocol.text)
+    crops = harness.crop_batch(case["seed"], tuple(case["shape"]), case["count"])
+    scores = method.predict_masks(crops, bank) / method.logit_scale
+    scores = F.interpolate(scores, size=crops.shape[-2:], mode="bilinear", align_corners=False)
+    ours = scores[..., :: case["subsample"], :: case["subsample"]].numpy()
+    expected = ARRAYS[case["case"]]
+    assert np.abs(ours - expected).max() < 1e-5
+    assert np.abs(harness.centred(ours) - harness.centred(expected)).max() < 1e-5
+    assert case["classes_predicted"] > 1  # the fixture's weights are perturbed enough to tell classes apart
+
+
+@pytest.mark.parametrize("case", WHOLE, ids=[case["case"] for case in WHOLE])
+def test_whole_image_predictions_through_the_engine_equal_the_references(case, weights_file, protocol):
+    method = method_for(case, weights_file)
+    lines = harness.BACKGROUND_CLASS_LINES if case["benchmark"] == "voc21" else harness.CLASS_LINES
+    spec = fixture_spec(protocol, case["benchmark"], harness.class_names(lines), short=case["short"])
+    image = harness.whole_image(case["seed"], tuple(case["size"]))
+    ours = engine_label_map(method, protocol, spec, protocol.text, image)
+    assert tuple(ours.shape) == tuple(case["size"]) != tuple(case["resized"])
+    decided = ~ARRAYS[f"{case['case']}_ties"]
+    np.testing.assert_array_equal(ours[decided], ARRAYS[case["case"]][decided])
+    assert case["classes_predicted"] > 1 and case["tie_pixels"] < 0.001 * ours.size
+
+
+def test_fixture_weights_are_rebuilt_bit_for_bit():
+    weights = harness.random_openai_clip(META["weights"]["seed"], META["weights"]["perturbation"])
+    assert all(torch.equal(value, value.half().float()) for value in weights.values())

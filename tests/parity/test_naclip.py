@@ -1,0 +1,73 @@
+"""NACLIP against its authors' code (fixture: tests/parity/fixtures/naclip, made by tools/parity/make_naclip.py), with
+PAMR (the protocol's 10 steps, dilations 8 and 16) and without (`--set method_settings.pamr=false`, eval.py --pamr off).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchmark.protocol import load_protocol
+from methods.naclip import NACLIP
+from tests.parity import harness
+from tests.parity.engine import engine_label_map, fixture_spec
+
+META, ARRAYS = harness.read_fixture("naclip")
+DENSE = [case for case in META["cases"] if case["kind"] == "dense"]
+WHOLE = [case for case in META["cases"] if case["kind"] == "whole"]
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory: pytest.TempPathFactory):
+    weights = harness.random_openai_clip(META["weights"]["seed"], META["weights"]["perturbation"])
+    assert list(weights) == META["weights"]["keys"]
+    assert harness.weights_digest(weights) == META["weights"]["sha256"]
+    return harness.save_weights(weights, tmp_path_factory.mktemp("naclip") / "clip.pt")
+
+
+@pytest.fixture(scope="module")
+def protocol():
+    return load_protocol("naclip")
+
+
+def protocol_for(case, protocol):
+    """The native protocol, or the one `--set method_settings.pamr=false` derives for the cases without PAMR."""
+    return protocol if case["pamr"] else load_protocol("naclip", overrides={"method_settings.pamr": False})
+
+
+@pytest.mark.parametrize("case", DENSE, ids=[case["case"] for case in DENSE])
+def test_dense_scores_equal_the_references(case, weights_file, protocol):
+    method = NACLIP(model=None, pretrained=str(weights_file))
+    method.setup(protocol, protocol.benchmarks["context59"])  # logit scale 40: undone below
+    bank = method.encode_classes(harness.class_names(harness.CLASS_LINES), protocol.text)
+    crops = harness.crop_batch(case["seed"], tuple(case["shape"]), case["count"])
+    scores = method.predict_masks(crops, bank) / method.logit_scale
+    scores = F.interpolate(scores, size=crops.shape[-2:], mode="bilinear", align_corners=False)
+    ours = scores[..., :: case["subsample"], :: case["subsample"]].numpy()
+    expected = ARRAYS[case["case"]]
+    assert np.abs(ours - expected).max() < 1e-5
+    assert np.abs(harness.centred(ours) - harness.centred(expected)).max() < 1e-5
+    assert case["classes_predicted"] > 1  # the fixture's weights are perturbed enough to tell classes apart
+
+
+@pytest.mark.parametrize("case", WHOLE, ids=[case["case"] for case in WHOLE])
+def test_whole_image_predictions_through_the_engine_equal_the_references(case, weights_file, protocol):
+    method = NACLIP(model=None, pretrained=str(weights_file))
+    lines = harness.BACKGROUND_CLASS_LINES if case["benchmark"] == "voc21" else harness.CLASS_LINES
+    protocol = protocol_for(case, protocol)
+    spec = fixture_spec(protocol, case["benchmark"], harness.class_names(lines), short=case["short"])
+    assert spec.inference.mode == case["inference"]
+    image = harness.whole_image(case["seed"], tuple(case["size"]))
+    ours = engine_label_map(method, protocol, spec, protocol.text, image)
+    assert (method.pamr is not None) == case["pamr"]
+    assert tuple(ours.shape) == tuple(case["size"]) != tuple(case["resized"])
+    decided = ~ARRAYS[f"{case['case']}_ties"]
+    np.testing.assert_array_equal(ours[decided], ARRAYS[case["case"]][decided])
+    assert case["classes_predicted"] > 1 and case["tie_pixels"] < 0.001 * ours.size
+
+
+def test_fixture_weights_are_rebuilt_bit_for_bit():
+    weights = harness.random_openai_clip(META["weights"]["seed"], META["weights"]["perturbation"])
+    assert all(torch.equal(value, value.half().float()) for value in weights.values())
