@@ -78,6 +78,11 @@ class ClipBaseline(ClipTextMethod):
         self._checkpoint_sha256 = self.clip.weights_sha256
         self.logit_scale = self.default_logit_scale(None)
         self.pamr = pamr_settings(self.defaults.get("pamr"))
+        self.configure(options)
+
+    def configure(self, given: dict[str, Any]) -> None:  # noqa: B027 - an optional hook
+        """After the model is loaded: settings a method derives from it and its options (`given`: the options
+        passed, before the defaults filled the rest in; the merged ones are `self.options`)."""
 
     def build_recipe(self, options: dict[str, Any]) -> DenseRecipe:
         """The recipe for the given variant options; the class recipe unless a subclass says otherwise."""

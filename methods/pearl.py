@@ -45,7 +45,6 @@ from benchmark.demo_assets import register_demo_options
 from benchmark.errors import BenchmarkError
 from benchmark.registry import register_method
 from methods.clip_attention import last_block_attention
-from methods.clip_backbone import ClipBackbone
 from methods.clip_baseline import ClipBaseline, tiny_clip_options
 from methods.clip_dense import (
     CropFeatures,
@@ -133,20 +132,8 @@ class PEARL(ClipBaseline):
         "propagation_grid",
     )
 
-    def __init__(
-        self,
-        model: str | None = "ViT-B-16",
-        pretrained: str | None = "openai",
-        checkpoint: str | None = None,
-        weights_root: str | None = None,
-        text_cache: str | bool | None = None,
-        backbone: ClipBackbone | None = None,
-        allow_torchscript: bool = False,
-        **options: Any,
-    ) -> None:
-        self.given_options = {key: options[key] for key in PER_BENCHMARK if key in options}
-        super().__init__(model, pretrained, checkpoint, weights_root, text_cache, backbone, allow_torchscript,
-                         **options)
+    def configure(self, given: dict[str, Any]) -> None:
+        self.given_options = {key: given[key] for key in PER_BENCHMARK if key in given}
         self.alpha_kk = self._benchmark_value("alpha_kk", {}, None)
         self.propagation_grid = self._benchmark_value("propagation_grid", {}, None)
         self.class_set: tuple[tuple[tuple[str, ...], ...], TextSpec] | None = None

@@ -48,7 +48,6 @@ from benchmark.demo_assets import register_demo_options
 from benchmark.errors import BenchmarkError
 from benchmark.registry import register_method
 from methods.clip_attention import neighbourhood_prior, project_heads
-from methods.clip_backbone import ClipBackbone
 from methods.clip_baseline import ClipBaseline, tiny_clip_options
 from methods.clip_dense import (
     CropFeatures,
@@ -190,20 +189,7 @@ class ResCLIP(ClipBaseline):
     )
     extra_options = ("gaussian_std", "rcs_blocks")
 
-    def __init__(
-        self,
-        model: str | None = "ViT-B-16",
-        pretrained: str | None = "openai",
-        checkpoint: str | None = None,
-        weights_root: str | None = None,
-        text_cache: str | bool | None = None,
-        backbone: ClipBackbone | None = None,
-        allow_torchscript: bool = False,
-        **options: Any,
-    ) -> None:
-        super().__init__(
-            model, pretrained, checkpoint, weights_root, text_cache, backbone, allow_torchscript, **options
-        )
+    def configure(self, given: dict[str, Any]) -> None:
         depth = len(self.net.visual.transformer.resblocks)
         self.rcs_blocks = rcs_blocks_of(self.options["rcs_blocks"], depth)
         self.settings = self.default_settings(None)

@@ -38,7 +38,6 @@ from torch import Tensor
 from benchmark.demo_assets import register_demo_options
 from benchmark.errors import BenchmarkError
 from benchmark.registry import register_method
-from methods.clip_backbone import ClipBackbone
 from methods.clip_baseline import ClipBaseline, tiny_clip_options
 from methods.clip_dense import CropFeatures, DenseRecipe
 from methods.scclip_tower import TowerSettings, scclip_features
@@ -59,21 +58,9 @@ class SCCLIP(ClipBaseline):
     recipe = DenseRecipe(attention="qk", residual=False, ffn=False, patch_rule="drop", position_rule="scale_factor")
     extra_options: ClassVar[tuple[str, ...]] = TOWER_OPTIONS
 
-    def __init__(
-        self,
-        model: str | None = "ViT-B-16",
-        pretrained: str | None = "openai",
-        checkpoint: str | None = None,
-        weights_root: str | None = None,
-        text_cache: str | bool | None = None,
-        backbone: ClipBackbone | None = None,
-        allow_torchscript: bool = False,
-        **options: Any,
-    ) -> None:
-        super().__init__(model, pretrained, checkpoint, weights_root, text_cache, backbone, allow_torchscript,
-                         **options)
+    def configure(self, given: dict[str, Any]) -> None:
         per_model = self.defaults.get("models", {}).get(self.clip.name, {})
-        self.options.update({key: value for key, value in per_model.items() if options.get(key) is None})
+        self.options.update({key: value for key, value in per_model.items() if given.get(key) is None})
         self.tower = TowerSettings.from_options(self.options)
         depth = len(self.net.visual.transformer.resblocks)
         problems = self.tower.problems(depth)

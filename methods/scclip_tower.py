@@ -12,18 +12,16 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.clip_attention import project_heads
 from methods.clip_dense import DenseRecipe, check_supported, clip_block, embed_patches, layer_norm
+from methods.outlier_tokens import lof_outliers, replace_with_neighbour_mean
 
 # custom_attn: (mid_simi - mean(mid_simi)) * 3.0, negatives to -inf, then softmax.
 PRIOR_SHARPNESS = 3.0
 # adaptively_aggregate: corrs / (corrs.sum(-1) + 1e-6).
 AGGREGATION_EPS = 1e-6
-# Rows of the pairwise-distance tensor computed at once in the outlier search (bounds its memory).
-DISTANCE_CHUNK_ELEMENTS = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -71,60 +69,6 @@ class TowerSettings:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def squared_distances(tokens: Tensor) -> Tensor:
-    """[N, D] -> [N, N] squared Euclidean distances, as lof_pytorch takes them (norm of differences, squared),
-    a block of rows at a time."""
-    count, dim = tokens.shape
-    rows = max(1, DISTANCE_CHUNK_ELEMENTS // max(1, count * dim))
-    blocks = [
-        torch.norm(tokens[start:start + rows, None] - tokens[None, :], dim=2, p=2) ** 2
-        for start in range(0, count, rows)
-    ]
-    return torch.cat(blocks)
-
-
-def local_outlier_factors(tokens: Tensor, neighbours: int) -> Tensor:
-    """[N, D] -> LOF score per token [N] (lof_pytorch): the mean ratio of the neighbours' local reachability
-    density to the token's own, over its `neighbours` nearest tokens (the nearest, itself, left out)."""
-    distances, indices = torch.topk(squared_distances(tokens), k=neighbours + 1, largest=False)
-    distances, indices = distances[:, 1:], indices[:, 1:]
-    reach = torch.max(distances, distances[:, -1:].expand_as(distances))
-    density = neighbours / torch.nan_to_num(reach.mean(dim=1), nan=1e-6)
-    return (density[indices] / density.unsqueeze(1)).mean(dim=1)
-
-
-def anomalous_tokens(tokens: Tensor, neighbours: int, contamination: float) -> Tensor:
-    """[N, D] -> bool [N]: LOF above its (1 - contamination) quantile.
-
-    With fewer than neighbours + 1 tokens (a small crop), the neighbours are all other tokens, as
-    scikit-learn's LocalOutlierFactor (the reference's earlier outlier search) clamps them; the
-    reference's torch port raises there.
-    """
-    count = tokens.shape[0]
-    neighbours = min(neighbours, count - 1)
-    if neighbours < 1:
-        return torch.zeros(count, dtype=torch.bool, device=tokens.device)
-    scores = local_outlier_factors(tokens, neighbours)
-    return scores > torch.quantile(scores.to(torch.float32), 1 - contamination)
-
-
-def resolve_anomalies(tokens: Tensor, anomalous: Tensor, grid: tuple[int, int]) -> Tensor:
-    """Patch tokens [B, N, D] with each anomalous token replaced by the mean of its normal 3x3 neighbours
-    on the patch grid (mean_interpolation); one without a normal neighbour stays. anomalous: bool [B, N]."""
-    batch, count, dim = tokens.shape
-    height, width = grid
-    features = tokens.transpose(1, 2).reshape(batch, dim, height, width)
-    normal = (~anomalous).to(features.dtype).reshape(batch, 1, height, width)
-    kernel = torch.ones(dim, 1, 3, 3, device=features.device, dtype=features.dtype)
-    kernel[:, 0, 1, 1] = 0
-    neighbour_sum = F.conv2d(F.pad(features * normal, (1, 1, 1, 1)), kernel, groups=dim)
-    normal_neighbours = F.conv2d(F.pad(normal, (1, 1, 1, 1)), kernel[:1])
-    mean = neighbour_sum / normal_neighbours.clamp(min=1)
-    replace = anomalous.reshape(batch, 1, height, width) & (normal_neighbours > 0)
-    resolved = torch.where(replace, mean, features)
-    return resolved.reshape(batch, dim, count).transpose(1, 2)
 
 
 def unit_similarities(tokens: Tensor) -> Tensor:
@@ -176,10 +120,12 @@ def scclip_features(visual: nn.Module, images: Tensor, recipe: DenseRecipe, sett
         mid_layers.append(x)
     class_token = x[:, :1]
     anomalous = torch.stack([
-        anomalous_tokens(tokens, settings.lof_neighbours, settings.lof_contamination) for tokens in x[:, 1:]
+        lof_outliers(tokens, settings.lof_neighbours, settings.lof_contamination) for tokens in x[:, 1:]
     ])
-    x = resolve_anomalies(x[:, 1:], anomalous, grid)
-    mid = unit_similarities(resolve_anomalies(mid_layers[settings.pre_adjust_idx][:, 1:], anomalous, grid))
+    x = replace_with_neighbour_mean(x[:, 1:], anomalous, grid, isolated="keep")
+    mid = unit_similarities(
+        replace_with_neighbour_mean(mid_layers[settings.pre_adjust_idx][:, 1:], anomalous, grid, isolated="keep")
+    )
     x = aggregate(x, mid, settings.beta)
 
     last = blocks[-1]

@@ -36,7 +36,6 @@ from torch import Tensor
 from benchmark.demo_assets import register_demo_options
 from benchmark.errors import BenchmarkError
 from benchmark.registry import register_method
-from methods.clip_backbone import ClipBackbone
 from methods.clip_baseline import ClipBaseline, tiny_clip_options
 from methods.clip_dense import CropFeatures, DenseRecipe
 from methods.sfp_features import SFPSettings, block_positions, sfp_features
@@ -77,20 +76,7 @@ class SFP(ClipBaseline):
         "auxiliary_block", "block_depth",
     )
 
-    def __init__(
-        self,
-        model: str | None = "ViT-B-16",
-        pretrained: str | None = "openai",
-        checkpoint: str | None = None,
-        weights_root: str | None = None,
-        text_cache: str | bool | None = None,
-        backbone: ClipBackbone | None = None,
-        allow_torchscript: bool = False,
-        **options: Any,
-    ) -> None:
-        super().__init__(
-            model, pretrained, checkpoint, weights_root, text_cache, backbone, allow_torchscript, **options
-        )
+    def configure(self, given: dict[str, Any]) -> None:
         self.settings = sfp_settings(self.options)
         self.positions = block_positions(self.settings, len(self.net.visual.transformer.resblocks))
 

@@ -19,8 +19,9 @@ a batch is treated alone, as the reference treats its batch of one.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from methods.outlier_tokens import lof_outliers, replace_with_neighbour_mean
 
 OUTLIER_DETECTORS = ("SOM", "L2", "LOF")
 
@@ -50,21 +51,8 @@ def norm_outliers(patches: Tensor, count: int) -> Tensor:
 
 
 def local_outlier_factor_outliers(patches: Tensor, neighbours: int, contamination: float) -> Tensor:
-    """LOF: patch tokens [B, N, D] -> [B, N]; `neighbours` is capped at N - 1 on small grids."""
-    masks = []
-    for tokens in patches.float():
-        k = min(neighbours, tokens.shape[0] - 1)
-        if k < 1:
-            masks.append(torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device))
-            continue
-        distances = torch.norm(tokens[:, None] - tokens[None, :], dim=2, p=2) ** 2
-        knn_distances, knn_indices = torch.topk(distances, k=k + 1, largest=False)
-        knn_distances, knn_indices = knn_distances[:, 1:], knn_indices[:, 1:]
-        reach = torch.max(knn_distances, knn_distances[:, -1:].expand_as(knn_distances))
-        density = k / torch.nan_to_num(reach.mean(dim=1), nan=1e-6)
-        factors = (density[knn_indices] / density[:, None]).mean(dim=1)
-        masks.append(factors > torch.quantile(factors, 1 - contamination))
-    return torch.stack(masks)
+    """LOF: patch tokens [B, N, D] -> [B, N], each crop alone; `neighbours` is capped at N - 1 on small grids."""
+    return torch.stack([lof_outliers(tokens, neighbours, contamination) for tokens in patches.float()])
 
 
 def purify(patches: Tensor, outliers: Tensor, grid: tuple[int, int]) -> Tensor:
@@ -72,15 +60,4 @@ def purify(patches: Tensor, outliers: Tensor, grid: tuple[int, int]) -> Tensor:
 
     mean_interpolation: an outlier without such a neighbour becomes zero; other tokens are unchanged.
     """
-    batch, _, dim = patches.shape
-    height, width = grid
-    fmap = patches.transpose(1, 2).reshape(batch, dim, height, width)
-    keep = (~outliers).to(fmap.dtype).reshape(batch, 1, height, width)
-    kernel = torch.ones((dim, 1, 3, 3), device=fmap.device, dtype=fmap.dtype)
-    kernel[:, :, 1, 1] = 0
-    neighbour_sum = F.conv2d(F.pad(fmap * keep, (1, 1, 1, 1)), kernel, groups=dim)
-    neighbour_count = F.conv2d(F.pad(keep, (1, 1, 1, 1)), kernel[:1])
-    neighbour_mean = neighbour_sum / neighbour_count.masked_fill(neighbour_count == 0, 1)
-    replaced = 1 - keep
-    fmap = fmap * keep + neighbour_mean * replaced
-    return fmap.reshape(batch, dim, height * width).transpose(1, 2)
+    return replace_with_neighbour_mean(patches, outliers, grid, isolated="zero")

@@ -10,8 +10,8 @@ from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from benchmark.errors import BenchmarkError
 from benchmark.synthetic.tinyclip import MODEL_NAME, create_tiny_clip
 from methods.clip_backbone import backbone_from_model
+from methods.outlier_tokens import local_outlier_factors, lof_outliers, replace_with_neighbour_mean, squared_distances
 from methods.scclip import SCCLIP
-from methods.scclip_tower import anomalous_tokens, local_outlier_factors, resolve_anomalies, squared_distances
 from tests.factories import make_protocol, make_spec, make_text
 
 TEXT = make_text(["a photo of a {}.", "a sketch of the {}."], "mean_normalised")
@@ -108,7 +108,7 @@ def test_an_anomaly_on_a_non_square_grid_is_replaced_at_its_own_place():
     tokens = torch.arange(10, dtype=torch.float32).reshape(1, 10, 1).repeat(1, 1, 3)
     anomalous = torch.zeros(1, 10, dtype=torch.bool)
     anomalous[0, 7] = True
-    resolved = resolve_anomalies(tokens, anomalous, (2, 5))
+    resolved = replace_with_neighbour_mean(tokens, anomalous, (2, 5), isolated="keep")
     neighbours = [1, 2, 3, 6, 8]  # row 0 cols 1-3, row 1 cols 1 and 3
     assert torch.allclose(resolved[0, 7], torch.full((3,), sum(neighbours) / len(neighbours)))
     assert torch.equal(resolved[0, torch.arange(10) != 7], tokens[0, torch.arange(10) != 7])
@@ -117,23 +117,23 @@ def test_an_anomaly_on_a_non_square_grid_is_replaced_at_its_own_place():
 def test_an_anomaly_whose_neighbours_are_all_anomalous_stays():
     tokens = torch.randn(1, 9, 4)
     anomalous = torch.ones(1, 9, dtype=torch.bool)
-    assert torch.equal(resolve_anomalies(tokens, anomalous, (3, 3)), tokens)
+    assert torch.equal(replace_with_neighbour_mean(tokens, anomalous, (3, 3), isolated="keep"), tokens)
 
 
 def test_the_far_token_is_the_anomaly():
     generator = torch.Generator().manual_seed(0)
     tokens = torch.randn(40, 8, generator=generator)
     tokens[13] += 25.0
-    flagged = anomalous_tokens(tokens, neighbours=30, contamination=0.05).nonzero().flatten().tolist()
+    flagged = lof_outliers(tokens, neighbours=30, contamination=0.05).nonzero().flatten().tolist()
     assert 13 in flagged and len(flagged) == 2  # tokens above the 0.95 quantile of 40: the top two
     assert int(local_outlier_factors(tokens, 30).argmax()) == 13
     few = tokens[:12]  # fewer tokens than neighbours + 1: every other token is a neighbour
-    flagged = anomalous_tokens(few, neighbours=30, contamination=0.1).nonzero().flatten().tolist()
+    flagged = lof_outliers(few, neighbours=30, contamination=0.1).nonzero().flatten().tolist()
     assert sorted(flagged) == sorted(local_outlier_factors(few, 11).topk(2).indices.tolist())
 
 
 def test_distances_in_row_blocks_equal_the_whole_product(monkeypatch):
     tokens = torch.randn(50, 16)
     whole = torch.norm(tokens[:, None] - tokens[None, :], dim=2, p=2) ** 2
-    monkeypatch.setattr("methods.scclip_tower.DISTANCE_CHUNK_ELEMENTS", 7 * 50 * 16)
+    monkeypatch.setattr("methods.outlier_tokens.DISTANCE_CHUNK_ELEMENTS", 7 * 50 * 16)
     assert torch.equal(squared_distances(tokens), whole)
