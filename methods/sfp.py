@@ -23,7 +23,12 @@ Decided where the reference fails or misbehaves:
 - a batch of several crops: the reference handles one (its SOM averages attention over the batch,
   its similarity means run over the batch); here each crop is computed alone, as slide inference
   feeds the reference one crop at a time;
-- towers with fewer blocks than block positions 3..9 need: see sfp_features.block_positions.
+- towers with fewer blocks than block positions 3..9 need: see sfp_features.block_positions;
+- an outlier with no kept neighbour: purification zeroes it (as the reference does), and the reference's
+  cosines then divide by its zero norm, turning every token of the crop NaN (seen on the demo's 8 x 8
+  grids); here a zero token has cosine 0 with every token and attends to itself in the similarity
+  attention (sfp_features._cosine_map, _similarity_attention). Tokens with a norm are computed bit for
+  bit as in the reference.
 """
 
 from __future__ import annotations

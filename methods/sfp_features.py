@@ -112,8 +112,12 @@ def block_positions(settings: SFPSettings, depth: int) -> BlockPositions:
 
 
 def _cosine_map(patches: Tensor, threshold: float) -> Tensor:
-    """[B, N, D] -> [B, N, N] cosines of the tokens, entries below `threshold` set to 0."""
-    unit = patches / patches.norm(dim=-1, keepdim=True)
+    """[B, N, D] -> [B, N, N] cosines of the tokens, entries below `threshold` set to 0.
+
+    A zero token (an outlier that purification zeroed: no kept neighbour) has cosine 0 with every token,
+    where the reference divides by its zero norm and every token of the crop turns NaN.
+    """
+    unit = patches / patches.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(patches.dtype).tiny)
     similarity = unit @ unit.transpose(1, 2)
     return similarity.masked_fill(similarity < threshold, 0.0)
 
@@ -124,10 +128,19 @@ def _aggregate(features: Tensor, similarity: Tensor) -> Tensor:
 
 
 def _similarity_attention(similarity: Tensor, sharpness: float) -> Tensor:
-    """softmax over rows of (S - mean(S)) * sharpness with negative entries -inf; one mean per crop."""
+    """softmax over rows of (S - mean(S)) * sharpness with negative entries -inf; one mean per crop.
+
+    A row with every entry below the mean (only a zeroed token's, whose cosines are all 0) attends to itself,
+    where the reference's softmax over -inf alone is NaN.
+    """
     means = torch.stack([crop.mean() for crop in similarity])  # torch.mean(sim) of each crop
     logits = (similarity - means[:, None, None]) * sharpness
-    return logits.masked_fill(logits < 0, float("-inf")).softmax(dim=-1)
+    logits = logits.masked_fill(logits < 0, float("-inf"))
+    empty = torch.isinf(logits).all(dim=-1)
+    if empty.any():
+        own = torch.eye(logits.shape[-1], dtype=torch.bool, device=logits.device)
+        logits = logits.masked_fill(empty[..., None] & own, 0.0)
+    return logits.softmax(dim=-1)
 
 
 def _value(attn: nn.MultiheadAttention, x: Tensor) -> Tensor:

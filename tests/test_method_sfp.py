@@ -108,3 +108,17 @@ def test_salient_outliers_are_the_strongest_class_attended_patches_above_their_s
     assert salient_outliers(attention, count=2, class_scale=1.5).tolist() == [[False, True, False, True]]
     assert salient_outliers(attention, count=10, class_scale=1.5).tolist() == [[True, True, False, True]]
     assert salient_outliers(attention, count=10, class_scale=0.1).tolist() == [[False, False, False, False]]
+
+
+def test_a_zeroed_outlier_token_gives_finite_maps_where_the_reference_gives_nan():
+    from methods.sfp_features import _cosine_map, _similarity_attention
+
+    patches = torch.randn(1, 6, 8)
+    patches[0, 2] = 0  # purify zeroes an outlier with no kept neighbour
+    similarity = _cosine_map(patches, threshold=0.4)
+    assert torch.isfinite(similarity).all() and torch.equal(similarity[0, 2], torch.zeros(6))
+    attention = _similarity_attention(similarity, sharpness=3.0)
+    assert torch.isfinite(attention).all()
+    assert torch.equal(attention[0, 2], torch.nn.functional.one_hot(torch.tensor(2), 6).float())  # attends itself
+    others = [row for row in range(6) if row != 2]
+    assert attention[0, others][:, 2].abs().max() == 0  # no kept token attends to the zeroed one
