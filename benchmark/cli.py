@@ -355,7 +355,7 @@ def _finish_help(parser: argparse.ArgumentParser) -> None:
 def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
     """The `zsbench` parser; without trainers, `train` lists only `clip` (the method packages, which register
     the other trainers, are then not imported: every other command starts faster)."""
-    from benchmark import cli_protocol, cli_tables, cli_train
+    from benchmark import cli_protocol, cli_sensitivity, cli_tables, cli_train
 
     parser = argparse.ArgumentParser(prog="zsbench", description="Zero-shot semantic segmentation benchmark suite")
     parser.add_argument("--version", action=VersionAction, help="print the suite's version and git commit, and exit")
@@ -367,6 +367,7 @@ def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
     add_demo_command(commands)
     cli_tables.add_commands(commands)
     cli_protocol.add_commands(commands)
+    cli_sensitivity.add_commands(commands)
     _finish_help(parser)
     return parser
 

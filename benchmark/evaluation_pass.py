@@ -29,7 +29,11 @@ from methods.base import SegMethod
 
 @dataclass
 class PassMember:
-    """One benchmark in a pass: its selected samples, its score head, its metric and its saved progress."""
+    """One benchmark in a pass: its selected samples, its score head, its metric and its saved progress.
+
+    `protocol` and `folder` are those its record is filed under: a pass may score one benchmark under
+    several protocols that differ only on the text side (a sensitivity sweep's variants).
+    """
 
     selection: Selection
     head: ScoreHead
@@ -37,6 +41,8 @@ class PassMember:
     state: PartialState
     state_file: Path
     ignored_classes: torch.Tensor | None  # class ids whose pixels are not scored (unseen_only)
+    protocol: Protocol
+    folder: Path
 
     @property
     def name(self) -> str:
@@ -87,36 +93,33 @@ class _Progress:
             member.state.save(member.state_file, self.owner)
 
 
-def run_pass(
-    method: SegMethod,
-    protocol: Protocol,
-    members: list[PassMember],
-    settings: EvalSettings,
-    shard: Shard,
-    folder: Path,
-) -> PassResult:
-    """One pass over the first member's images (every member has the same ones), from its saved progress."""
+def run_pass(method: SegMethod, members: list[PassMember], settings: EvalSettings, shard: Shard) -> PassResult:
+    """One pass over the first member's images (every member has the same ones and the same precision),
+    from its saved progress."""
     first = members[0]
+    precision = first.protocol.precision
+    if any(member.protocol.precision != precision for member in members):
+        raise ValueError(f"one pass runs at one precision; {[m.protocol.precision for m in members]} were mixed")
     device = torch.device(settings.device)
     indices = shard.indices(len(first.selection.samples))
     progress = _Progress(members, settings, shard)
     loader = _loader(members, indices[progress.done:], settings, device)
     first.head.activate()
     predictor = SlidingWindowPredictor(
-        method, [member.head for member in members], settings.batch_size, device, protocol.precision,
+        method, [member.head for member in members], settings.batch_size, device, precision,
         compile_model=settings.compile,
     )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     bar = tqdm(
-        total=len(indices), initial=progress.done, desc=f"{method.name} {'+'.join(m.name for m in members)}",
+        total=len(indices), initial=progress.done, desc=f"{method.name} {_pass_label(members)}",
         unit="img", disable=not (settings.progress and shard.is_main), dynamic_ncols=True,
     )
     position_of = {index: position for position, index in enumerate(indices)}
     skipped = first.state.skipped if settings.skip_bad else None
     try:
         for prediction in _stream(loader, predictor, position_of, skipped):
-            _score(members, prediction, settings.save_vis if shard.is_main else 0, folder)
+            _score(members, prediction, settings.save_vis if shard.is_main else 0)
             progress.advance(prediction.item.position + 1)
             bar.update(progress.done - bar.n)
     except BaseException:
@@ -125,6 +128,13 @@ def run_pass(
     finally:
         bar.close()
     return _result(progress, device, shard, first.state.skipped)
+
+
+def _pass_label(members: list[PassMember]) -> str:
+    """The benchmarks of a pass, and how many protocols score them where several do."""
+    names = "+".join(dict.fromkeys(member.name for member in members))
+    protocols = len({member.protocol.name for member in members})
+    return names if protocols == 1 else f"{names} under {protocols} protocols"
 
 
 def _loader(
@@ -140,7 +150,7 @@ def _loader(
     )
 
 
-def _score(members: list[PassMember], prediction: Prediction, save_vis: int, folder: Path) -> None:
+def _score(members: list[PassMember], prediction: Prediction, save_vis: int) -> None:
     """Each member's label map into its metric; the first `save_vis` images also as pictures."""
     labels = [prediction.item.label, *prediction.item.more_labels]
     preds = [prediction.pred, *prediction.more_preds]
@@ -149,7 +159,7 @@ def _score(members: list[PassMember], prediction: Prediction, save_vis: int, fol
     if prediction.item.position < save_vis:
         for member, label, pred in zip(members, labels, preds, strict=True):
             sample = member.selection.samples[prediction.item.index]
-            _save_example(sample, label, pred, member.selection.spec.dataset, folder, member.name)
+            _save_example(sample, label, pred, member.selection.spec.dataset, member.folder, member.name)
 
 
 def _result(progress: _Progress, device: torch.device, shard: Shard, skipped: dict[int, str]) -> PassResult:

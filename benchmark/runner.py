@@ -10,11 +10,17 @@ The life of one `evaluate`:
          |                        method.setup, text bank (cached per run), metric resumed from saved state
          |- run_pass              the loop: images -> SlidingWindowPredictor -> each member's metric
          '- _finish               metrics summed over ranks, records written atomically, states removed
+
+    evaluate_protocols(run, [(protocol, benchmarks), ...], settings, shard)     (sweeps, the matrix)
+     |- _existing_record          --skip-existing: a full record of the same protocol hash is read back
+     |- _shared_passes            (protocol, benchmark) pairs over the same images, geometry and precision
+     '- evaluate_entries          per pass, as evaluate_together: one head per pair, each record under its protocol
 """
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,6 +28,7 @@ from typing import Any
 import torch
 
 from benchmark.atomic import write_json_atomic
+from benchmark.data import DatasetCard
 from benchmark.distributed import SINGLE_PROCESS, Shard, barrier
 from benchmark.eval_settings import EvalSettings
 from benchmark.evaluation_pass import PassMember, PassResult, run_pass
@@ -36,11 +43,23 @@ from benchmark.policy import (
 )
 from benchmark.protocol import BenchmarkSpec, Protocol
 from benchmark.records import Execution, Outcome, build_record
-from benchmark.results import PartialState, claim_owner, is_record, record_lock, record_path, run_folder, state_path
+from benchmark.results import (
+    PartialState,
+    claim_owner,
+    is_record,
+    read_record,
+    record_lock,
+    record_path,
+    run_folder,
+    state_path,
+)
 from benchmark.selection import Selection, select_samples, shared_image_groups
 from benchmark.text_banks import TextBankCache
+from methods.base import SegMethod
 
 Record = dict[str, Any]
+Entry = tuple[Protocol, Selection]  # a benchmark's selection, evaluated under a protocol
+Key = tuple[str, str]  # (protocol name, benchmark)
 
 
 def evaluate(
@@ -61,6 +80,75 @@ def evaluate(
         together = evaluate_together(run, protocol, group, settings, shard, banks)
         records.update(zip([selection.spec.name for selection in group], together, strict=True))
     return [records[spec.name] for spec in specs if records.get(spec.name) is not None]
+
+
+@dataclass(frozen=True)
+class ProtocolsEvaluation:
+    """A method run under several protocols: each (protocol name, benchmark)'s record and how it came about."""
+
+    records: dict[Key, Record]  # on the main rank
+    passes: list[list[Key]]  # the pairs scored in each pass over the images, in the order run
+    reused: list[Key]  # records of an earlier run read back (skip_existing, same protocol hash)
+    text_banks_encoded: int
+    text_banks_reused: int
+
+
+def evaluate_protocols(
+    run: MethodRun,
+    targets: list[tuple[Protocol, list[str] | None]],
+    settings: EvalSettings,
+    shard: Shard = SINGLE_PROCESS,
+) -> ProtocolsEvaluation:
+    """Each protocol's selected benchmarks, sharing passes across protocols: pairs over the same images,
+    geometry and precision are scored in one pass (encode_crops once, a head per pair), each record filed
+    under its own protocol as `evaluate` files it. With `skip_existing`, a full record of the same protocol
+    hash and run is read instead of recomputed; one of another hash (an edited protocol) is recomputed."""
+    banks = TextBankCache()
+    run.method.to(settings.device).eval()
+    records: dict[Key, Record] = {}
+    reused: list[Key] = []
+    entries: list[Entry] = []
+    selected: dict[DatasetCard, Selection] = {}
+    for protocol, benchmarks in targets:
+        specs = protocol.select(benchmarks)
+        check_before_first_image(run.method, protocol, specs)
+        for spec in specs:
+            existing = _existing_record(run, protocol, spec.name, settings)
+            if existing is not None:
+                records[(protocol.name, spec.name)] = existing
+                reused.append((protocol.name, spec.name))
+                continue
+            if spec.dataset not in selected:
+                selected[spec.dataset] = select_samples(spec, settings)
+            entries.append((protocol, replace(selected[spec.dataset], spec=spec)))
+    passes: list[list[Key]] = []
+    recompute = replace(settings, skip_existing=False)
+    for group in _shared_passes(entries, run.method, settings):
+        keys = [(protocol.name, selection.spec.name) for protocol, selection in group]
+        written = evaluate_entries(run, group, recompute, shard, banks)
+        records.update({key: record for key, record in zip(keys, written, strict=True) if record is not None})
+        passes.append(keys)
+    return ProtocolsEvaluation(records, passes, reused, banks.encoded, banks.reused)
+
+
+def _existing_record(run: MethodRun, protocol: Protocol, benchmark: str, settings: EvalSettings) -> Record | None:
+    if not settings.skip_existing or settings.limit is not None or settings.skip_bad:
+        return None
+    folder = run_folder(settings.results_root, protocol.name, run.run_id)
+    record, _ = read_record(record_path(folder, benchmark, False))
+    if record is None or record["protocol"]["hash"] != protocol.hash or record.get("partial"):
+        return None
+    return record
+
+
+def _shared_passes(entries: list[Entry], method: SegMethod, settings: EvalSettings) -> list[list[Entry]]:
+    """`shared_image_groups` across protocols: pairs of one precision over the same images and geometry."""
+    protocol_of = {id(selection): protocol for protocol, selection in entries}
+    by_precision: dict[str, list[Selection]] = {}
+    for protocol, selection in entries:
+        by_precision.setdefault(protocol.precision, []).append(selection)
+    return [[(protocol_of[id(selection)], selection) for selection in group]
+            for selections in by_precision.values() for group in shared_image_groups(selections, method, settings)]
 
 
 def evaluate_benchmark(
@@ -88,21 +176,38 @@ def evaluate_together(
     A benchmark whose record exists (--skip-existing) is left out; states saved at different points
     (an interrupted single run) are resumed one benchmark at a time.
     """
-    selections = [selection.checked() for selection in selections]
+    return evaluate_entries(run, [(protocol, selection) for selection in selections], settings, shard, banks)
+
+
+def evaluate_entries(
+    run: MethodRun,
+    entries: list[Entry],
+    settings: EvalSettings,
+    shard: Shard = SINGLE_PROCESS,
+    banks: TextBankCache | None = None,
+) -> list[Record | None]:
+    """(protocol, benchmark) pairs over the same images, geometry and precision in one pass; a record each,
+    filed under its own protocol: the benchmarks of one protocol, or one benchmark under protocols that
+    differ only on the text side (the variants of a sensitivity sweep). None where a record was skipped."""
+    entries = [(protocol, selection.checked()) for protocol, selection in entries]
     banks = banks or TextBankCache()
-    folder = run_folder(settings.results_root, protocol.name, run.run_id)
-    records: dict[str, Record | None] = {selection.spec.name: None for selection in selections}
+    records: list[Record | None] = [None] * len(entries)
     with contextlib.ExitStack() as locks:
-        for selection in selections:
+        folders = [run_folder(settings.results_root, protocol.name, run.run_id) for protocol, _ in entries]
+        for (_, selection), folder in zip(entries, folders, strict=True):
             locks.enter_context(record_lock(folder, selection.spec.name, shard.rank, shard.world))
-        prepared = [_prepare(run, protocol, selection, settings, shard, banks, folder) for selection in selections]
-        members = [member for member in prepared if member is not None]
-        together = len({member.state.done for member in members}) == 1
+        prepared = [_prepare(run, protocol, selection, settings, shard, banks, folder)
+                    for (protocol, selection), folder in zip(entries, folders, strict=True)]
+        members = [(position, member) for position, member in enumerate(prepared) if member is not None]
+        together = len({member.state.done for _, member in members}) == 1
         for group in [members] if together else [[member] for member in members]:
             if group:
-                result = run_pass(run.method, protocol, group, settings, shard, folder)
-                records.update(_finish(run, protocol, group, result, settings, shard, folder))
-    return list(records.values())
+                passing = [member for _, member in group]
+                result = run_pass(run.method, passing, settings, shard)
+                finished = _finish(run, passing, result, settings, shard)
+                for (position, _), record in zip(group, finished, strict=True):
+                    records[position] = record
+    return records
 
 
 def _prepare(
@@ -136,23 +241,17 @@ def _prepare(
             metric.load_state_dict(state.metric)
         except (ValueError, KeyError, TypeError):
             state = PartialState(key)
-    return PassMember(selection, head, metric, state, state_file, ignored_in_metric(spec))
+    return PassMember(selection, head, metric, state, state_file, ignored_in_metric(spec), protocol, folder)
 
 
 def _finish(
-    run: MethodRun,
-    protocol: Protocol,
-    members: list[PassMember],
-    result: PassResult,
-    settings: EvalSettings,
-    shard: Shard,
-    folder: Path,
-) -> dict[str, Record | None]:
-    """Metrics summed over ranks; a record per member written (main rank); saved states removed."""
+    run: MethodRun, members: list[PassMember], result: PassResult, settings: EvalSettings, shard: Shard
+) -> list[Record | None]:
+    """Metrics summed over ranks; a record per member written (main rank), in member order; saved states removed."""
     execution = Execution(result.seconds, result.peak_host_bytes, result.peak_device_bytes, settings.device,
                           shard.world, settings.batch_size, settings.compile)
     owner = claim_owner(shard.rank, shard.world)
-    records: dict[str, Record | None] = {}
+    records: list[Record | None] = []
     for member in members:
         member.metric.all_reduce()
         reasons = member.selection.partial_reasons
@@ -162,12 +261,17 @@ def _finish(
         if shard.is_main:
             images = len(member.selection.samples) - len(result.skipped_files)
             outcome = Outcome(member.selection.spec, member.metric, images, member.head.background_value, reasons)
-            record = build_record(run, protocol, outcome, execution)
+            record = build_record(run, member.protocol, outcome, execution)
             record["skipped_files"] = result.skipped_files
-            record["evaluated_with"] = [other.name for other in members if other is not member]
-            write_json_atomic(record_path(folder, member.name, bool(reasons)), record, owner)
-        records[member.name] = record
+            record["evaluated_with"] = [_pass_mate(other, member) for other in members if other is not member]
+            write_json_atomic(record_path(member.folder, member.name, bool(reasons)), record, owner)
+        records.append(record)
     barrier(shard)
     for member in members:
         member.state_file.unlink(missing_ok=True)
     return records
+
+
+def _pass_mate(other: PassMember, member: PassMember) -> str:
+    """A benchmark scored in the same pass: its name, under its protocol's name where that differs."""
+    return other.name if other.protocol.name == member.protocol.name else f"{other.protocol.name}/{other.name}"

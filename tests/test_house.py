@@ -13,7 +13,7 @@ ROOTS = ("benchmark", "methods")
 ABOVE_METHODS = ("benchmark.runner", "benchmark.cli*", "benchmark.demo")
 # Faces: they know methods only through the interface and the registry.
 FACES = ("benchmark.cli*", "benchmark.demo", "benchmark.bench", "benchmark.reproduce", "benchmark.leaderboard",
-         "benchmark.formats", "benchmark.visualize")
+         "benchmark.formats", "benchmark.visualize", "benchmark.protocol_diff", "benchmark.sweep*", "benchmark.matrix")
 
 
 def module_name(path: Path) -> str:
