@@ -151,8 +151,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from benchmark.distributed import init_distributed
     from benchmark.matrix import render, run_matrix
     from benchmark.method_run import make_method_run
+    from benchmark.protocol_passes import evaluate_protocols
     from benchmark.registry import get_method_class
-    from benchmark.runner import evaluate_protocols
 
     methods = comma_list(args.methods) or []
     protocols = [protocol_from_text(text) for text in comma_list(args.protocols) or []]

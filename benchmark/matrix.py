@@ -19,7 +19,7 @@ from typing import Any
 
 from benchmark.errors import ConfigError
 from benchmark.protocol import Protocol
-from benchmark.runner import ProtocolsEvaluation
+from benchmark.protocol_passes import ProtocolsEvaluation
 
 AVERAGE = "avg"
 
@@ -121,7 +121,7 @@ def run_matrix(
     evaluate: Callable[[str, list[tuple[Protocol, list[str]]]], tuple[str, ProtocolsEvaluation]],
 ) -> MatrixResult:
     """Every method under every protocol on the shared benchmarks; `evaluate(method, targets)` builds the method's
-    run and returns its id and `runner.evaluate_protocols`'s result (the CLI reuses existing records)."""
+    run and returns its id and `protocol_passes.evaluate_protocols`'s result (the CLI reuses existing records)."""
     repeated = sorted({name for name in methods if methods.count(name) > 1})
     if repeated:
         raise ConfigError(f"--methods: {repeated[0]!r} is listed twice")

@@ -284,6 +284,28 @@ def _method(entry: PublishedEntry) -> str:
     return entry.method + (f" [{entry.variant}]" if entry.variant else "")
 
 
+def _several_sources(report: Report) -> list[str]:
+    """The report's section on measured numbers that several sources publish: which one each agrees with."""
+    from benchmark.formats.markdown import escape
+    from benchmark.leaderboard import format_value
+
+    several = report.sources_of_one_number()
+    if not several:
+        return []
+    lines = ["", "## Numbers with several published values", "",
+             "One measured number, several sources; it counts as reproduced when it agrees with one of them.", ""]
+    for group in several:
+        outcome, comparison = group[0]
+        agree = [escape(o.entry.source) for o, c in group if c.ok]
+        disagree = [escape(o.entry.source) for o, c in group if not c.ok]
+        lines.append(
+            f"- {escape(_method(outcome.entry))} {escape(outcome.entry.protocol)}/{escape(outcome.entry.dataset)} "
+            f"{METRIC_NAMES[comparison.metric]} measured {format_value(comparison.measured)}: agrees with "
+            f"{'; '.join(agree) or 'none'}; not with {'; '.join(disagree) or 'none'}"
+        )
+    return lines
+
+
 def render_report(report: Report) -> str:
     """leaderboard/REPRODUCTION.md: published, measured and difference; then what is missing, and why."""
     from tabulate import tabulate
@@ -331,19 +353,7 @@ def render_report(report: Report) -> str:
         lines += ["", "## Compared", "", table(
             ["status", "method", "backbone", "protocol (hash)", "dataset", "metric", "published", "measured", "Δ",
              "tolerance", "source"], rows)]
-    several = report.sources_of_one_number()
-    if several:
-        lines += ["", "## Numbers with several published values", "",
-                  "One measured number, several sources; it counts as reproduced when it agrees with one of them.", ""]
-        for group in several:
-            outcome, comparison = group[0]
-            agree = [escape(o.entry.source) for o, c in group if c.ok]
-            disagree = [escape(o.entry.source) for o, c in group if not c.ok]
-            lines.append(
-                f"- {escape(_method(outcome.entry))} {escape(outcome.entry.protocol)}/{escape(outcome.entry.dataset)} "
-                f"{METRIC_NAMES[comparison.metric]} measured {format_value(comparison.measured)}: agrees with "
-                f"{'; '.join(agree) or 'none'}; not with {'; '.join(disagree) or 'none'}"
-            )
+    lines += _several_sources(report)
     missing = report.with_status(MISSING)
     if missing:
         needed: dict[Need, list[Outcome]] = {}

@@ -2,7 +2,7 @@
 
 Each variant is a derived protocol (`load_protocol(base, overrides)`, the overrides `zsbench eval --set` would
 be given), with its own name, hash and records, filed where eval files them; `leaderboard` and `build` read
-them like any run. The variants are evaluated together (`runner.evaluate_protocols`): those that differ only on
+them like any run. The variants are evaluated together (`protocol_passes.evaluate_protocols`): those that differ only on
 the text side (templates, aggregation, class names, background, method settings) score the crops of one pass
 over the images, each with its own head; those that change the images (resize, windows, precision) run their
 own passes. `benchmark.sweep_report` turns the result into the report.
@@ -19,7 +19,7 @@ from benchmark.errors import ConfigError
 from benchmark.eval_settings import EvalSettings
 from benchmark.method_run import MethodRun
 from benchmark.protocol import Protocol, load_protocol
-from benchmark.runner import ProtocolsEvaluation, evaluate_protocols
+from benchmark.protocol_passes import ProtocolsEvaluation, evaluate_protocols
 from benchmark.sweep_knobs import KnobValues, overrides_for, set_argument
 
 

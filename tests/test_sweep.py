@@ -19,7 +19,7 @@ from torch import Tensor
 from benchmark.cli import main
 from benchmark.errors import ConfigError
 from benchmark.protocol import TextSpec, load_protocol
-from benchmark.runner import ProtocolsEvaluation
+from benchmark.protocol_passes import ProtocolsEvaluation
 from benchmark.sweep import SweepResult, make_variants
 from benchmark.sweep_knobs import parse_vary
 from benchmark.sweep_report import knob_tables, ranking, render_csv, render_markdown
