@@ -294,9 +294,10 @@ def _published_row_key(entry: PublishedEntry) -> tuple:
 
 
 def _published_rows(board: Board, entries: list[PublishedEntry]) -> list[Row]:
-    """One row per published (method, backbone, protocol, variant) on the board's benchmarks. Per benchmark the
-    authors' number wins over a third party's, then the source that covers most benchmarks, then file order; each
-    cell keeps its source. A paper's comparison table mixes protocols; a row from another protocol than the
+    """One row per published (method, backbone, protocol, variant) on the board's benchmarks, from the source that
+    covers most of them (the authors' among equals), its gaps filled from the other sources; each cell keeps its
+    source. One source's row, not the best number per benchmark: an average over a mix of sources would be a
+    number nobody printed. A paper's comparison table mixes protocols; a row from another protocol than the
     board's names it, since its numbers were not measured under the board's settings."""
     groups: dict[tuple, list[PublishedEntry]] = {}
     for entry in entries:
@@ -309,7 +310,7 @@ def _published_rows(board: Board, entries: list[PublishedEntry]) -> list[Row]:
             datasets_of.setdefault(entry.source, set()).add(entry.dataset)
         coverage = {source: len(datasets) for source, datasets in datasets_of.items()}
         chosen: dict[str, PublishedEntry] = {}
-        for entry in sorted(group, key=lambda e: (e.third_party, -coverage[e.source])):
+        for entry in sorted(group, key=lambda e: (-coverage[e.source], e.third_party)):
             chosen.setdefault(entry.dataset, entry)
         third_party = all(entry.third_party for entry in chosen.values())
         details = ["published"] + ([] if protocol == board.protocol else [f"protocol {protocol}"])
