@@ -28,6 +28,12 @@ def rebuilt_weights_file(meta: dict[str, Any], folder: Path, weights: dict[str, 
     return harness.save_weights(weights, folder / "clip.pt")
 
 
+def at_fixture_points(scores: Tensor, crops: Tensor, case: dict[str, Any]) -> np.ndarray:
+    """Scores [B, n, h', w'] as the references store them: bilinear to the crop, every `subsample`-th pixel."""
+    scores = torch.nn.functional.interpolate(scores, size=crops.shape[-2:], mode="bilinear", align_corners=False)
+    return scores[..., :: case["subsample"], :: case["subsample"]].numpy()
+
+
 def assert_dense_equal(ours: np.ndarray, expected: np.ndarray) -> None:
     assert np.abs(ours - expected).max() < DENSE_TOLERANCE
     assert np.abs(harness.centred(ours) - harness.centred(expected)).max() < DENSE_TOLERANCE
