@@ -74,7 +74,12 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 
 def save_torch_atomically(path: str | os.PathLike, content: Any) -> None:
-    """torch.save(content) to `path`, atomically."""
+    """torch.save(content) to `path`, atomically. Saved through an open handle, since torch names the archive's
+    inner folder after a file name (here a random temporary one): equal content then gives equal bytes."""
     import torch  # here, so that writers of plain files (the synthetic world's worker processes) do not load torch
 
-    replace_atomically(path, lambda temporary: torch.save(content, temporary))
+    def save(temporary: Path) -> None:
+        with temporary.open("wb") as handle:
+            torch.save(content, handle)
+
+    replace_atomically(path, save)

@@ -227,16 +227,19 @@ def _train(
                          device, precision, progress, shard.rank)
     loop_seconds = time.perf_counter() - loop_started
     ran = config["steps"] - start
-    summary = {
-        "out": str(out), "steps": config["steps"], "resumed_from": start, "batch_size": config["batch_size"],
+    outcome = {  # stored with the weights: nothing here depends on where or when the run happened
+        "steps": config["steps"], "resumed_from": start, "batch_size": config["batch_size"],
         "world_size": shard.world, "n_images": len(files), "known_classes": known_classes, "last_losses": stats,
-        "seconds": round(time.perf_counter() - started, 2), "train_seconds": round(loop_seconds, 2),
-        "steps_per_s": round(ran / loop_seconds, 3) if loop_seconds > 0 and ran else None,
-        "load_average": list(os.getloadavg()), "threads": torch.get_num_threads(), "device": device,
         "precision": precision,
     }
+    summary = {
+        **outcome, "out": str(out), "seconds": round(time.perf_counter() - started, 2),
+        "train_seconds": round(loop_seconds, 2),
+        "steps_per_s": round(ran / loop_seconds, 3) if loop_seconds > 0 and ran else None,
+        "load_average": list(os.getloadavg()), "threads": torch.get_num_threads(), "device": device,
+    }
     if shard.is_main:
-        final = {**meta, "completed": True, "summary": summary}
+        final = {**meta, "completed": True, "summary": outcome}
         save_torch_atomically(out, weights_content(final, learner.network, learner.bank))
         out.with_name(out.name + ".json").write_text(json.dumps(summary, indent=2))
         state_path(out).unlink(missing_ok=True)

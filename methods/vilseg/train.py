@@ -249,8 +249,8 @@ def _train(data: Path, out: Path, init: str | None, seed: int, total: int, batch
                        precision, out, batches.in_memory)
     summary = json.loads(json.dumps(summary))  # plain types only: weights files are read with weights_only
     if rank == 0:
-        save_weights(out, model.cpu(), {"identity": identity, "summary": summary, "steps": total, "seed": seed,
-                                        "data": str(data), "init": init})
+        save_weights(out, model.cpu(), {"identity": identity, "summary": reproducible_part(summary),
+                                        "steps": total, "seed": seed, "data": str(data), "init": init})
         summary["sha256"] = file_sha256(out)
         out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
         state_file.unlink(missing_ok=True)
@@ -279,6 +279,16 @@ def _resume(path: Path, identity: dict[str, Any], model: ViLSegModel, teacher: E
     except (KeyError, ValueError) as error:
         raise CheckpointError(f"{path}: key 'optimizer' or 'scaler' does not fit: {error}") from error
     return int(state["step"]), state["center"].to(device), [list(row) for row in state["history"]]
+
+
+RUN_CIRCUMSTANCES = ("checkpoint", "train_seconds", "seconds", "steps_per_s", "cpu_seconds", "load_average",
+                     "threads", "device", "data_in_memory")
+
+
+def reproducible_part(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary without where, when and how fast the run happened: what the weights file stores, so that equal
+    weights make equal files."""
+    return {key: value for key, value in summary.items() if key not in RUN_CIRCUMSTANCES}
 
 
 def _summary(identity: dict[str, Any], history: list[list[float]], start_step: int, total: int, model: ViLSegModel,
