@@ -156,12 +156,14 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from benchmark.demo import run_demo
 
-    table = run_demo(
+    outcome = run_demo(
         paths.data_root(args.data_root), paths.weights_root(args.weights_root), paths.results_root(args.results),
         seed=args.seed, device=args.device, batch_size=args.batch_size, workers=args.workers,
         progress=not args.no_progress,
     )
-    print(table)
+    print(outcome.table)
+    print(f"\ntime per phase:\n{outcome.timeline.report()}")
+    print(f"\nthe table, a bar chart and examples of every method's predictions: {outcome.page}")
     return 0
 
 

@@ -26,6 +26,7 @@ class DemoAssets:
     weights_dir: Path  # where methods cache the tiny versions they train
     seed: int
     device: str
+    progress: bool = True  # show training progress bars
 
 
 def register_demo_options(method: str, options: DemoOptions) -> DemoOptions:

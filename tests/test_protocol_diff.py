@@ -37,7 +37,7 @@ def two_protocols(tmp_path: Path) -> tuple[Path, Path]:
     raw["text"]["templates"] = "templates/synthetic_b.txt"
     raw["benchmarks"]["synthetic"]["classes"] = "classnames/synthetic/synthetic_b.txt"
     raw["benchmarks"]["synthetic"]["method_settings"] = {"logit_scale": 50}
-    raw["benchmarks"]["synthetic_bg"]["background"] = {"rule": "threshold", "value": 0.4}
+    raw["benchmarks"]["synthetic_bg"]["background"] = {"rule": "prob_thd", "value": 0.4}
     (folder / "b.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     return folder / "a.yaml", folder / "b.yaml"
 
@@ -61,7 +61,7 @@ def test_diff_lists_exactly_the_differences_made(two_protocols, capsys):
     assert synthetic["classes"] == [changed]
     background = result["benchmarks"]["synthetic_bg"]
     assert {(item["setting"], item["a"], item["b"]) for item in background["settings"]} == every | {
-        ("background.value", None, 0.4)}
+        ("background.rule", "names", "prob_thd"), ("background.value", None, 0.4)}
     assert background["classes"] == []
 
 

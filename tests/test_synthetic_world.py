@@ -171,13 +171,19 @@ def test_cards_agree_with_vocabulary() -> None:
 
 
 def test_class_name_files_agree_with_vocabulary() -> None:
+    """Every class is prompted by its own synonyms, canonical name first; synthetic_bg's background (rule
+    `names`) by every name `synthetic` gives its stuff classes."""
+    from benchmark.protocol import load_protocol
+
     vocab = load_vocabulary()
-    folder = REPO / "protocols" / "classnames" / "synthetic"
-    for name, entries in [("synthetic", vocab.stuff + vocab.things), ("synthetic_bg", vocab.things)]:
-        lines = [line for line in (folder / f"{name}.txt").read_text().splitlines() if line.strip()]
-        assert len(lines) == len(entries)
-        for line, entry in zip(lines, entries, strict=True):
-            names = [n.strip() for n in line.split(",")]
+    benchmarks = load_protocol("synthetic").benchmarks
+    assert benchmarks["synthetic_bg"].background.rule == "names"
+    stuff_names, *things_names = benchmarks["synthetic_bg"].class_names
+    assert list(stuff_names) == [n for names in benchmarks["synthetic"].class_names[:len(vocab.stuff)] for n in names]
+    for class_names, entries in [(benchmarks["synthetic"].class_names, vocab.stuff + vocab.things),
+                                 (things_names, vocab.things)]:
+        assert len(class_names) == len(entries)
+        for names, entry in zip(class_names, entries, strict=True):
             assert names[0] == entry.name and set(names) <= set(entry.synonyms)
 
 

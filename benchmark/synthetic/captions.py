@@ -29,7 +29,7 @@ class CaptionStyle:
 
 
 COMPLETE = CaptionStyle(
-    colour=0.85,
+    colour=0.25,
     wrong_colour=0.0,
     stuff_all=0.8,
     stuff_largest=0.12,
@@ -79,7 +79,7 @@ def _join(rng: np.random.Generator, vocab: Vocabulary, phrases: list[str]) -> st
 def _thing_phrase(
     rng: np.random.Generator, vocab: Vocabulary, class_id: int, colour: int | None, style: CaptionStyle
 ) -> str:
-    name = _pick(rng, vocab.entry(class_id).synonyms, first=0.5)
+    name = _pick(rng, vocab.entry(class_id).synonyms, first=0.8)
     if colour is None or rng.random() >= style.colour:
         return _with_article(rng, vocab, name)
     if rng.random() < style.wrong_colour:

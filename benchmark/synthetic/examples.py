@@ -16,6 +16,7 @@ VAL_SHORT = (96, 128)
 VAL_LONG_MAX = 160
 VAL_LANDSCAPE = 0.7
 COMPLETE_FRACTION = 0.8
+PORTRAIT_FRACTION = 0.5  # caption images showing one large thing
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ def render_example(seed: int, split: str, index: int, complete_fraction: float =
     vocab = load_vocabulary()
     rng = example_rng(seed, split, index)
     h, w = (CAPTION_SIZE, CAPTION_SIZE) if split == "captions" else val_size(rng)
-    scene = render_scene(rng, vocab, h, w)
+    portrait = split == "captions" and bool(rng.random() < PORTRAIT_FRACTION)
+    scene = render_scene(rng, vocab, h, w, portrait)
     example = Example(scene.image, scene.label, background_label(scene.label, vocab), _objects(scene, vocab))
     if split == "captions":
         complete = bool(rng.random() < complete_fraction)

@@ -14,6 +14,8 @@ class ClassEntry:
     name: str
     synonyms: tuple[str, ...]
     drawer: str
+    pattern: str | None = None  # things: the surface pattern of the kind (patterns.py)
+    colour: str | None = None  # things: the colour most things of the kind have
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ def _entries(raw: list[dict], drawer_key: str) -> tuple[ClassEntry, ...]:
         synonyms = tuple(item["synonyms"])
         if synonyms[0] != item["name"]:
             raise ValueError(f"vocabulary.yaml: first synonym of {item['name']!r} must be its name")
-        entries.append(ClassEntry(item["name"], synonyms, item[drawer_key]))
+        entries.append(ClassEntry(item["name"], synonyms, item[drawer_key], item.get("pattern"), item.get("colour")))
     return tuple(entries)
 
 

@@ -27,7 +27,7 @@ from .examples import CAPTION_SIZE, COMPLETE_FRACTION, VAL_LONG_MAX, VAL_SHORT, 
 from .vocabulary import load_vocabulary
 
 GENERATOR = "zsseg-bench synthetic world"
-GENERATOR_VERSION = 1  # bump whenever the bytes a seed produces change
+GENERATOR_VERSION = 2  # bump whenever the bytes a seed produces change
 _STEM = re.compile(r"^\d{6}\.png$")
 _CHUNK = 32
 _MAX_COUNT = 1_000_000
@@ -169,7 +169,7 @@ def generate_world(
     out: Path,
     seed: int,
     n_captions: int = 6000,
-    n_val: int = 300,
+    n_val: int = 200,
     workers: int = 1,
     complete_fraction: float = COMPLETE_FRACTION,
 ) -> dict:

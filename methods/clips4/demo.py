@@ -24,13 +24,15 @@ def seen_classes(split_file: Path = SPLIT_FILE) -> list[str]:
     return list(yaml.safe_load(split_file.read_text(encoding="utf-8"))["seen"])
 
 
-def tiny_clips4_options(assets: DemoAssets, progress: bool = True) -> dict[str, Any]:
+def tiny_clips4_options(assets: DemoAssets) -> dict[str, Any]:
     out = Path(assets.weights_dir) / CHECKPOINT_NAME
-    train_clips4(
+    summary = train_clips4(
         images=Path(assets.captions) / "images", out=out, clip_model=assets.clip_model,
         clip_pretrained=str(assets.clip_checkpoint), known_classes=seen_classes(), seed=assets.seed,
-        device=assets.device, progress=progress,
+        device=assets.device, progress=assets.progress,
     )
+    verb = "reused" if summary.get("cached") else "trained"
+    print(f"[demo] tiny CLIP-S4 {verb}: {out} ({summary.get('steps')} steps)", flush=True)
     return {"checkpoint": str(out), "model": assets.clip_model, "pretrained": str(assets.clip_checkpoint)}
 
 

@@ -30,7 +30,7 @@ def tiny_tcl_options(assets: DemoAssets) -> dict[str, Any]:
         print(f"[demo] training the tiny TCL -> {out}", flush=True)
         train_tcl(
             assets.captions, out, clip_model=assets.clip_model, clip_pretrained=str(assets.clip_checkpoint),
-            seed=assets.seed, device=assets.device, progress=True, resume=False, **training,
+            seed=assets.seed, device=assets.device, progress=assets.progress, resume=False, **training,
         )
         write_text_atomic(marker, digest)
     return {"checkpoint": str(out)}

@@ -29,8 +29,8 @@ def tiny_vilseg_options(assets: DemoAssets) -> dict[str, Any]:
     out = Path(assets.weights_dir) / WEIGHTS_NAME
     summary = train_vilseg(
         assets.captions, out, init=str(assets.clip_checkpoint), model=assets.clip_model, seed=assets.seed,
-        batch_size=batch_size, device=assets.device, precision=precision, recipe=recipe, progress=True, resume=True,
-        workers=0, save_every=100,
+        batch_size=batch_size, device=assets.device, precision=precision, recipe=recipe, progress=assets.progress,
+        resume=True, workers=0, save_every=100,
     )
     verb = "reused" if summary.get("reused") else "trained"
     print(f"[demo] tiny ViL-Seg {verb}: {out} ({summary.get('steps')} steps)", flush=True)
