@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import sys
 from pathlib import Path
 
@@ -148,7 +149,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from benchmark.synthetic import generate_world
 
     out = Path(args.out) if args.out else paths.data_root(args.data_root) / "synthetic"
-    info = generate_world(out, args.seed, args.n_captions, args.n_val, args.workers)
+    counts = {key: value for key, value in (("n_captions", args.n_captions), ("n_val", args.n_val)) if value is not None}
+    workers = args.workers or len(os.sched_getaffinity(0))
+    info = generate_world(out, args.seed, workers=workers, **counts)
     print(f"synthetic world in {out}: {info.get('n_captions')} caption pairs, {info.get('n_val')} val images")
     return 0
 
@@ -276,9 +279,9 @@ def add_synth_command(commands: argparse._SubParsersAction) -> None:
     synth = commands.add_parser("synth", help="generate the synthetic open world")
     synth.add_argument("--out", help="output folder (default: <data root>/synthetic, where its cards look)")
     synth.add_argument("--seed", type=int, default=0, help="seed of the world")
-    synth.add_argument("--n-captions", type=int, default=6000, help="image-caption pairs for training")
-    synth.add_argument("--n-val", type=int, default=300, help="densely labelled val images (the cards expect 300)")
-    synth.add_argument("--workers", type=int, default=1, help="processes drawing images")
+    synth.add_argument("--n-captions", type=int, help="image-caption pairs for training (default 6000)")
+    synth.add_argument("--n-val", type=int, help="densely labelled val images (default 200, what the cards expect)")
+    synth.add_argument("--workers", type=int, help="processes drawing images (default: one per usable core)")
     add_roots_group(synth, "data")
     synth.set_defaults(func=cmd_synth)
 

@@ -68,11 +68,12 @@ class ClipBaseline(ClipTextMethod):
         unknown = sorted(set(options) - set(self.extra_options))
         if unknown:
             raise BenchmarkError(f"{self.name} has no option {unknown}; variant options: {list(self.extra_options)}")
-        self.options = {key: options.get(key, self.defaults.get(key)) for key in self.extra_options}
-        self.active_recipe = self.build_recipe(self.options)
         self.clip = backbone if backbone is not None else load_clip(
             model, checkpoint or pretrained, weights_root, allow_torchscript
         )
+        per_model = self.defaults.get("models", {}).get(self.clip.name, {})  # e.g. layer indices of a shallow tower
+        self.options = {key: options.get(key, per_model.get(key, self.defaults.get(key))) for key in self.extra_options}
+        self.active_recipe = self.build_recipe(self.options)
         self.net = self.clip.model
         self.text_store = text_bank_store(text_cache, weights_root)
         self._checkpoint_sha256 = self.clip.weights_sha256

@@ -59,8 +59,6 @@ class SCCLIP(ClipBaseline):
     extra_options: ClassVar[tuple[str, ...]] = TOWER_OPTIONS
 
     def configure(self, given: dict[str, Any]) -> None:
-        per_model = self.defaults.get("models", {}).get(self.clip.name, {})
-        self.options.update({key: value for key, value in per_model.items() if given.get(key) is None})
         self.tower = TowerSettings.from_options(self.options)
         depth = len(self.net.visual.transformer.resblocks)
         problems = self.tower.problems(depth)

@@ -4,7 +4,7 @@ Symmetric InfoNCE with a learnable logit scale (as CLIP), AdamW, linear warmup t
 The whole caption set is decoded once into memory (64x64 images are small), augmented in batches
 on the fly (random resized crop that keeps most of the image, horizontal flip), so a run is
 deterministic for a seed on a given machine and thread count. The number of steps is fixed
-(``DEFAULT_STEPS`` batches of ``DEFAULT_BATCH_SIZE`` take about 150 s on 2 idle CPU cores);
+(``DEFAULT_STEPS`` batches of ``DEFAULT_BATCH_SIZE`` take about 90 s on 2 idle CPU cores);
 ``seconds`` is an optional wall-clock cap.
 """
 
