@@ -149,7 +149,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from benchmark.synthetic import generate_world
 
     out = Path(args.out) if args.out else paths.data_root(args.data_root) / "synthetic"
-    counts = {key: value for key, value in (("n_captions", args.n_captions), ("n_val", args.n_val)) if value is not None}
+    given = {"n_captions": args.n_captions, "n_val": args.n_val}
+    counts = {key: value for key, value in given.items() if value is not None}
     workers = args.workers or len(os.sched_getaffinity(0))
     info = generate_world(out, args.seed, workers=workers, **counts)
     print(f"synthetic world in {out}: {info.get('n_captions')} caption pairs, {info.get('n_val')} val images")
@@ -280,7 +281,7 @@ def add_synth_command(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--out", help="output folder (default: <data root>/synthetic, where its cards look)")
     synth.add_argument("--seed", type=int, default=0, help="seed of the world")
     synth.add_argument("--n-captions", type=int, help="image-caption pairs for training (default 6000)")
-    synth.add_argument("--n-val", type=int, help="densely labelled val images (default 200, what the cards expect)")
+    synth.add_argument("--n-val", type=int, help="densely labelled val images (default 150, what the cards expect)")
     synth.add_argument("--workers", type=int, help="processes drawing images (default: one per usable core)")
     add_roots_group(synth, "data")
     synth.set_defaults(func=cmd_synth)

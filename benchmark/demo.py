@@ -46,10 +46,13 @@ class Timeline:
         finally:
             self.phases.append((name, time.perf_counter() - started))
 
-    def report(self) -> str:
+    def report(self, shortest: float = 0.05) -> str:
+        """One line per phase that took at least `shortest` seconds (a method's demo entry that only names its
+        weights is left out), then the total of all phases."""
         total = sum(seconds for _, seconds in self.phases)
-        width = max([len(name) for name, _ in self.phases] + [5])
-        lines = [f"  {name:<{width}}  {seconds:7.1f} s" for name, seconds in self.phases]
+        shown = [(name, seconds) for name, seconds in self.phases if seconds >= shortest]
+        width = max([len(name) for name, _ in shown] + [5])
+        lines = [f"  {name:<{width}}  {seconds:7.1f} s" for name, seconds in shown]
         return "\n".join([*lines, f"  {'total':<{width}}  {total:7.1f} s"])
 
 
@@ -98,7 +101,7 @@ def demo_runs(
     assets: DemoAssets, protocol: Protocol, data_root: Path, timeline: Timeline
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """(method, constructor options) of every method with a demo entry, then the chance rows; a method's
-    entry trains its tiny version first where it learns (timed as its own phase)."""
+    entry trains its tiny version first where it learns (timed as the phase "prepare <method>")."""
     for name in list_methods():
         if name in CHANCE_METHODS:
             continue

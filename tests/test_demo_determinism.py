@@ -181,7 +181,8 @@ def test_tiny_vilseg_trains_to_identical_weights(demo: dict[str, Path]) -> None:
     assert_trained(first["model"], initial.state_dict())
 
 
-def evaluate_demo_methods(demo: dict[str, Path], tcl_checkpoint: Path, results: Path) -> dict[tuple[str, str], dict]:
+def evaluate_demo_methods(demo: dict[str, Path], tcl_checkpoint: Path, results: Path,
+                          save_vis: int = 0) -> dict[tuple[str, str], dict]:
     """maskclip (training-free, on the tiny CLIP), the tiny TCL and chance-uniform under protocol synthetic,
     as benchmark/demo.py runs them; every record written, by (method, benchmark)."""
     from benchmark.demo import DEMO_PROTOCOL
@@ -193,7 +194,7 @@ def evaluate_demo_methods(demo: dict[str, Path], tcl_checkpoint: Path, results: 
 
     protocol = load_protocol(DEMO_PROTOCOL)
     settings = EvalSettings(data_root=demo["data"], results_root=results, batch_size=BATCH, device="cpu",
-                            allow_incomplete=True, workers=0, progress=False)
+                            allow_incomplete=True, workers=0, progress=False, save_vis=save_vis)
     weights_root = str(results / "weights")  # text-bank caches stay in the test's folders
     runs = {
         "maskclip": {"model": MODEL_NAME, "pretrained": str(demo["clip"])},
@@ -244,3 +245,26 @@ def test_identical_weights_make_identical_files_and_run_ids(
         options = {"checkpoint": str(checkpoint)}
         run_ids.add(MethodRun(build_method(get_method_class("tcl"), None, options), options).run_id)
     assert len(run_ids) == 1
+
+
+def test_the_page_holds_the_table_the_chart_and_each_methods_examples(
+    demo: dict[str, Path], tcl_pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from benchmark.demo import EXAMPLES_PER_BENCHMARK, Timeline, write_page
+    from benchmark.results import load_records
+
+    evaluate_demo_methods(demo, tcl_pair[0], tmp_path / "results", save_vis=EXAMPLES_PER_BENCHMARK)
+    records = [record for record in load_records([tmp_path / "results"]) if "benchmark" in record]
+    assert len(records) == 6
+    page = write_page(records, ["synthetic", "synthetic_bg"], "Demo", tmp_path / "index.html")
+    html = page.read_text()
+    assert html.startswith("<!DOCTYPE html>") and "<svg" in html
+    for record in records:
+        assert f"{record['miou']:.2f}" in html and record["method"]["name"] in html
+    assert html.count('<img src="data:image/png;base64,') == len(records) * EXAMPLES_PER_BENCHMARK
+
+    timeline = Timeline()
+    timeline.phases += [("synthetic world", 12.0), ("prepare clip", 0.001), ("train tiny CLIP", 100.5)]
+    lines = timeline.report().splitlines()
+    assert [line.split()[0] for line in lines] == ["synthetic", "train", "total"]
+    assert lines[-1].endswith("112.5 s")

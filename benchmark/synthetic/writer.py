@@ -169,7 +169,7 @@ def generate_world(
     out: Path,
     seed: int,
     n_captions: int = 6000,
-    n_val: int = 200,
+    n_val: int = 150,
     workers: int = 1,
     complete_fraction: float = COMPLETE_FRACTION,
 ) -> dict:
