@@ -16,7 +16,7 @@ from PIL import Image
 from benchmark.synthetic import generate_world, render_example, writer
 from benchmark.synthetic.captions import names_in_caption
 from benchmark.synthetic.examples import CAPTION_SIZE, VAL_LONG_MAX, VAL_SHORT
-from benchmark.synthetic.vocabulary import load_vocabulary
+from benchmark.synthetic.vocabulary import load_vocabulary, parse_vocabulary
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 7
@@ -204,3 +204,11 @@ def test_generate_world_leaves_no_temporary_files(world: Path) -> None:
     leftovers = [p for p in world.rglob("*") if p.name.startswith(".")]
     assert leftovers == []
     assert sorted(os.listdir(world)) == ["captions", "val", "world.json"]
+
+
+@pytest.mark.parametrize("key, value", [("colour", "mauve"), ("pattern", None)])
+def test_a_thing_without_a_known_colour_or_a_pattern_is_refused(key: str, value: object) -> None:
+    raw = yaml.safe_load((REPO / "benchmark" / "synthetic" / "vocabulary.yaml").read_text())
+    raw["things"][2][key] = value
+    with pytest.raises(ValueError, match=r"thing 'triangle' needs a `pattern` and a `colour`"):
+        parse_vocabulary(raw)

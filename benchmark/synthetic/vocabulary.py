@@ -73,12 +73,18 @@ def _entries(raw: list[dict], drawer_key: str) -> tuple[ClassEntry, ...]:
 
 def parse_vocabulary(raw: dict) -> Vocabulary:
     captions = raw["captions"]
-    return Vocabulary(
+    vocab = Vocabulary(
         stuff=_entries(raw["stuff"], "texture"),
         things=_entries(raw["things"], "shape"),
         colours=tuple(Colour(c["name"], tuple(c["words"]), tuple(c["rgb"])) for c in raw["colours"]),
         captions=CaptionWords(**{key: tuple(value) for key, value in captions.items()}),
     )
+    colour_names = [c.name for c in vocab.colours]
+    for thing in vocab.things:
+        if not thing.pattern or thing.colour not in colour_names:
+            raise ValueError(f"vocabulary.yaml: thing {thing.name!r} needs a `pattern` and a `colour` among "
+                             f"{colour_names}, got {thing.pattern!r} and {thing.colour!r}")
+    return vocab
 
 
 @functools.cache
