@@ -145,12 +145,7 @@ def load_clip(
         return _finish(network, open_clip.get_tokenizer(model), model, None, None)
     root = paths.weights_root(weights_root)
     path, known = resolve_weights_file(model, pretrained, root)
-    sha256 = file_sha256(path)
-    if known is not None and known.sha256 is not None and sha256 != known.sha256:
-        raise WeightsError(
-            f"{path}: sha256 is {sha256}, expected {known.sha256} for {known.model} ({known.pretrained}). "
-            f"The file is truncated or a different checkpoint; download it again from {known.url}"
-        )
+    sha256 = checked_sha256(path, known)
     pinned = {k.sha256 for k in known_weights() if k.sha256}
     if not allow_torchscript and is_torchscript_archive(path) and sha256 not in pinned:
         raise WeightsError(
@@ -192,8 +187,12 @@ def ensure_model_config(model: str) -> str:
     return name
 
 
-def resolve_weights_file(model: str | None, pretrained: str, root: Path) -> tuple[Path, KnownWeights | None]:
-    known = next((k for k in known_weights() if k.model == model and k.pretrained == pretrained), None)
+def resolve_weights_file(
+    model: str | None, pretrained: str, root: Path, entries: tuple[KnownWeights, ...] | None = None
+) -> tuple[Path, KnownWeights | None]:
+    """The weights file a pinned tag or a path names, and its known entry (CLIP's list unless `entries` is given)."""
+    entries = known_weights() if entries is None else entries
+    known = next((k for k in entries if k.model == model and k.pretrained == pretrained), None)
     if known is not None:
         path = root / known.file
         if not path.is_file() and known.made_by:
@@ -215,18 +214,29 @@ def resolve_weights_file(model: str | None, pretrained: str, root: Path) -> tupl
             f"open_clip knows tag {pretrained!r} for {model}, but it is not pinned here: fetch it with open_clip on a "
             f"machine with internet and pass the file path"
             if pretrained in tags
-            else f"pinned tags: {sorted({(k.model, k.pretrained) for k in known_weights()})}"
+            else f"pinned tags: {sorted({(k.model, k.pretrained) for k in entries})}"
         )
         raise WeightsError(f"{pretrained!r} is neither a pinned tag for {model} nor a weights file path; {hint}")
     candidate = Path(pretrained).expanduser()
     path = candidate if candidate.is_absolute() else root / candidate
     if not path.is_file() and not candidate.is_absolute() and candidate.is_file():
         path = candidate
-    known = next((k for k in known_weights() if k.file == path.name), None)
+    known = next((k for k in entries if k.file == path.name), None)
     if not path.is_file():
         expected = f" Expected sha256 {known.sha256}; download it from {known.url}." if known else ""
         raise WeightsError(f"weights file {pretrained!r} not found (looked at {path}, weights root {root}).{expected}")
     return path, known
+
+
+def checked_sha256(path: Path, known: KnownWeights | None) -> str:
+    """The file's sha256; a known file whose pinned digest differs is refused."""
+    sha256 = file_sha256(path)
+    if known is not None and known.sha256 is not None and sha256 != known.sha256:
+        raise WeightsError(
+            f"{path}: sha256 is {sha256}, expected {known.sha256} for {known.model} ({known.pretrained}). "
+            f"The file is truncated or a different checkpoint; download it again from {known.url}"
+        )
+    return sha256
 
 
 def _looks_like_path(value: str) -> bool:

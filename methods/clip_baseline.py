@@ -76,6 +76,7 @@ class ClipBaseline(ClipTextMethod):
         self.active_recipe = self.build_recipe(self.options)
         self.net = self.clip.model
         self.text_store = text_bank_store(text_cache, weights_root)
+        self.weights_root = weights_root
         self._checkpoint_sha256 = self.clip.weights_sha256
         self.logit_scale = self.default_logit_scale(None)
         self.pamr = pamr_settings(self.defaults.get("pamr"))

@@ -67,3 +67,29 @@ def make_protocol(
         name=name, title=name, source="tests", path=Path(f"<tests:{name}.yaml>"), precision=precision,
         text=text or make_text(), benchmarks={spec.name: spec for spec in benchmarks}, hash="0" * 64,
     )
+
+
+TINY_VFM_CONFIG = {  # a tiny random timm ViT standing in for DINO ViT-B/8 (8 px patches, class token, DINO's positions)
+    "family": "dino",
+    "timm_model": "vit_base_patch8_224",
+    "timm_kwargs": {"img_size": 32, "embed_dim": 32, "depth": 2, "num_heads": 2},
+    "source": "tests/factories.py: a tiny random stand-in for DINO ViT-B/8",
+    "input_mean": [0.485, 0.456, 0.406],
+    "input_std": [0.229, 0.224, 0.225],
+    "position_rule": {"offset": 0.1, "antialias": False},
+}
+
+
+def write_tiny_vfm(folder: Path, seed: int = 0) -> tuple[Path, Path]:
+    """(config .json, weights .pth) of a tiny random DINO-like ViT, saved in timm's (= DINO's) state-dict layout."""
+    import json
+
+    import torch
+
+    from methods.vfm_backbone import build_vfm, save_vfm_weights
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "tiny_dino.json"
+    config.write_text(json.dumps(TINY_VFM_CONFIG, indent=2))
+    torch.manual_seed(seed)
+    return config, save_vfm_weights(build_vfm(TINY_VFM_CONFIG), folder / "tiny_dino.pth")

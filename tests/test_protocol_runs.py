@@ -23,6 +23,7 @@ from benchmark.cli import main
 from benchmark.data import load_card
 from benchmark.protocol import load_protocol, read_templates
 from benchmark.synthetic.tinyclip import MODEL_NAME, create_tiny_clip
+from tests.factories import write_tiny_vfm
 from tests.fakedata import write_fake_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +31,8 @@ SPLIT_PROTOCOLS = ("zs_spnet_voc", "zs_spnet_cocostuff", "zs_zs3net_voc2", "zs_z
 ALL_CARDS = ("voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff171", "cityscapes", "ade20k")
 BASELINES = ("clip", "maskclip", "sclip", "clearclip", "naclip")
 # Training-free methods with a native protocol of their own name.
-NEWER_CLIP_METHODS = ("scclip", "pearl", "resclip", "sfp", "gem")
+NEWER_CLIP_METHODS = ("scclip", "pearl", "resclip", "sfp", "gem", "proxyclip")
+VFM_METHODS = ("proxyclip",)  # CLIP beside a vision foundation model: the tiny random DINO stands in
 CLIP_METHODS = BASELINES + NEWER_CLIP_METHODS
 NATIVE_PROTOCOLS = ("tcl8", "tcl8_nopamr", "sclip", "clearclip", "naclip", "naclip_nopamr", *NEWER_CLIP_METHODS)
 SEED_METHODS = ("tcl", "vilseg", "clips4")
@@ -55,7 +57,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     data = root / "data"
     for card in ALL_CARDS:
         write_fake_dataset(load_card(card), data, count=2, sizes=[(60, 80), (72, 64)], seed=3)
-    return {"root": root, "clip": clip, "captions": captions, "data": data}
+    vfm_config, vfm_weights = write_tiny_vfm(root / "vfm")
+    return {"root": root, "clip": clip, "captions": captions, "data": data, "vfm": vfm_config,
+            "vfm_weights": vfm_weights}
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +123,8 @@ def method_options(method: str, world: dict[str, Path], checkpoints: dict[str, P
         return ["--checkpoint", str(checkpoints["vilseg"])]
     if method in SEED_METHODS:
         return [*clip_options, "--checkpoint", str(checkpoints[method])]
+    if method in VFM_METHODS:
+        return [*clip_options, "--opt", f"vfm={world['vfm']}", "--opt", f"vfm_weights={world['vfm_weights']}"]
     return clip_options
 
 
@@ -182,6 +188,8 @@ def test_every_clip_method_runs_through_eval_on_vit_b16_shapes(tmp_path):
     world = {"data": data}
     for method in CLIP_METHODS:
         options = ["--opt", "model=ViT-B-16-quickgelu", "--opt", f"pretrained={weights}", "--opt", "text_cache=false"]
+        if method in VFM_METHODS:  # DINO ViT-B/8's architecture with random weights
+            options += ["--opt", "vfm=dino_vitb8", "--opt", "vfm_weights=null"]
         code = main([
             "eval", "--method", method, "--protocol", "tcl8", "--benchmarks", "voc21", "--allow-incomplete",
             *options, "--data-root", str(world["data"]), "--results", str(tmp_path / "results"), "--workers", "0",

@@ -250,3 +250,38 @@ def decision_ties(scores: Tensor, threshold: float | None = None, tolerance: flo
     if threshold is not None:
         ties |= (top[0] - threshold).abs() < tolerance
     return ties.numpy()
+
+
+# The fixture vision model: DINO's ViT-B/8 layout (8 px patches, trained grid 28 x 28 at 224 px, class token,
+# qkv bias, LayerNorm eps 1e-6), 64 wide, 2 heads, 2 blocks. `vfm_config()` is its methods/vfm_configs entry.
+DINO_CONFIG = {
+    "family": "dino",
+    "timm_model": "vit_base_patch8_224",
+    "timm_kwargs": {"embed_dim": 64, "depth": 2, "num_heads": 2},
+    "source": "tests/parity/harness.py: DINO ViT-B/8's layout, 64 wide, 2 heads, 2 blocks",
+    "input_mean": [0.485, 0.456, 0.406],
+    "input_std": [0.229, 0.224, 0.225],
+    "position_rule": {"offset": 0.1, "antialias": False},
+}
+
+
+def random_dino(seed: int, perturbation: float = PERTURBATION) -> dict[str, Tensor]:
+    """The fixture DINO's weights in DINO's (= timm's) layout, drawn key by key in timm's state-dict order."""
+    from methods.vfm_backbone import build_vfm
+
+    generator = torch.Generator().manual_seed(seed)
+    weights: dict[str, Tensor] = {}
+    for key, template in build_vfm(DINO_CONFIG).state_dict().items():
+        shape = tuple(template.shape)
+        if ".norm" in key or key.startswith("norm."):
+            noise = torch.randn(shape, generator=generator) * perturbation
+            value = 1.0 + noise if key.endswith(".weight") else noise
+        elif key.endswith("bias"):
+            value = torch.randn(shape, generator=generator) * perturbation
+        elif key in ("cls_token", "pos_embed"):  # strong positions: patch affinities vary (mean cosine ~0.7 < 1 / beta)
+            value = torch.randn(shape, generator=generator)
+        else:
+            fan_in = int(np.prod(shape[1:]))
+            value = torch.randn(shape, generator=generator) * fan_in ** -0.5
+        weights[key] = value
+    return weights

@@ -1,0 +1,166 @@
+"""ProxyCLIP (Lan et al., ECCV 2024): CLIP's last attention driven by a vision foundation model's patch affinities.
+
+What the reference computes (mc-lan/ProxyCLIP@e7b767f, proxyclip_segmentor.py and its open_clip/transformer.py):
+
+- forward_slide: each crop is zero-padded around its centre to a multiple of 56 (compute_padsize), scored, and
+  the scores cut back to the crop.
+- forward_feature: the padded crop, CLIP-normalised, is un-normalised with OpenAI's mean/std (hard-coded) and
+  normalised with ImageNet's for the vision model (VFM): DINO ViT-B/8 by default (configs/base_config.py vfm_model='dino',
+  torch.hub dino_vitb8), whose proxy features are get_intermediate_layers(x)[0][:, 1:] (the last block after the
+  final norm); DINOv2 ViT-B/14 with registers (vfm_model='dinov2') the same through get_intermediate_layers.
+- VisionTransformer.forward(ex_feats): CLIP's blocks unchanged up to the last, whose output is custom_attn alone
+  (no residual, no feed-forward): S = cosines of the L2-normalised proxy features [N_vfm, N_vfm];
+  S = (S - mean(S) * beta) * gamma with beta 1.2, gamma 3.0; entries below 0 set to -inf; softmax over keys, one
+  map for every head; CLIP's value tokens (ln_1, in-projection; class token dropped) resized bilinearly to the
+  VFM grid; weights @ values, out_proj; then ln_post and proj on every token.
+- unit features against the unit name embeddings (80 OpenAI templates: each normalised, mean, normalised), scores
+  on the VFM grid bilinearly upsampled to the padded crop; stitched, x logit_scale 40, softmax, synonyms max,
+  prob_thd (voc21 0.2, context60 0.15, coco_object 0.25).
+
+In the suite the image side does not depend on the class names, so `encode_crops` returns the unit features on
+the VFM grid and `score` (ClipBaseline's) takes their cosines; both share the engine's batches of crops.
+
+Decided here, where the reference does not meet the input or cannot be followed:
+- crops normalised otherwise than with CLIP's mean/std (tcl8: ImageNet's) are un-normalised with the protocol's
+  values, which `setup` reads; a crop's pixels, not its normalisation, reach the VFM.
+- mean(S) is taken over each crop's own map: the reference runs one crop at a time (batch 1), where the mean over
+  its batch tensor is that crop's mean.
+- non-square crops: the reference reshapes CLIP's values with the grid's sides swapped and the VFM features with
+  a square grid (it only runs square crops); the adapter uses each side's own grid.
+- precision: the reference runs CLIP and the VFM in fp16; the adapter runs float32 and computes the affinity and
+  its softmax in float32 with autocast off. A map whose mean affinity exceeds 1 / beta has rows without a
+  positive entry, which the reference turns into NaN; the engine stops on them (NumericalError).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from benchmark.errors import BenchmarkError
+from benchmark.registry import register_method
+from methods.clip_baseline import ClipBaseline
+from methods.clip_dense import CropFeatures, DenseRecipe, check_supported, clip_block, embed_patches, layer_norm
+from methods.vfm_backbone import VfmBackbone, load_vfm
+
+if TYPE_CHECKING:
+    from benchmark.protocol import BenchmarkSpec, Protocol
+
+# The blocks before the last: CLIP's own; positions resized as the repository's open_clip (scale_factor, +0.1).
+TOWER = DenseRecipe(attention="qk", residual=True, ffn=True, patch_rule="drop", position_rule="scale_factor")
+# myutils.UnNormalize in forward_feature: OpenAI's CLIP normalisation, on a 0-1 scale.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def proxy_attention_weights(proxy: Tensor, beta: float, gamma: float) -> Tensor:
+    """Attention weights [B, N, N] from proxy features [B, C, h, w] (N = h*w), in float32.
+
+    Args:
+        proxy: the VFM's patch features of each crop.
+        beta, gamma: S = (S - mean(S) * beta) * gamma, mean per crop; entries below 0 masked out.
+    Returns:
+        softmax over keys of the masked, scaled cosine affinities.
+    """
+    with torch.autocast(proxy.device.type, enabled=False):
+        unit = F.normalize(proxy.float().flatten(2), dim=1)
+        similarity = torch.einsum("bcm,bcn->bmn", unit, unit)
+        similarity = (similarity - similarity.mean(dim=(1, 2), keepdim=True) * beta) * gamma
+        similarity = similarity.masked_fill(similarity < 0.0, float("-inf"))
+        return similarity.softmax(dim=-1)
+
+
+def proxy_last_block(block: nn.Module, x: Tensor, clip_grid: tuple[int, int], weights: Tensor,
+                     proxy_grid: tuple[int, int]) -> Tensor:
+    """The last block's output: the proxy attention over CLIP's values, out-projected (no residual, no FFN).
+
+    Args:
+        block: CLIP's last ResidualAttentionBlock.
+        x: tokens entering it [B, 1 + h*w, D] (h, w = clip_grid).
+        weights: [B, N, N] from `proxy_attention_weights`, N = proxy_grid's area.
+    Returns:
+        [B, N, D] tokens on the proxy grid.
+    """
+    attn = block.attn
+    normed = layer_norm(block.ln_1, x)
+    dim = normed.shape[-1]
+    values = F.linear(normed, attn.in_proj_weight[2 * dim:], attn.in_proj_bias[2 * dim:])[:, 1:]
+    values = values.transpose(1, 2).reshape(x.shape[0], dim, clip_grid[0], clip_grid[1])
+    values = F.interpolate(values, size=proxy_grid, mode="bilinear", align_corners=False)
+    with torch.autocast(x.device.type, enabled=False):
+        attended = torch.bmm(weights, values.float().flatten(2).transpose(1, 2))
+    return block.ls_1(attn.out_proj(attended.to(x.dtype)))
+
+
+def crop_normalisation(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and std (0-1 scale) that un-normalise the crops: OpenAI's constants where the protocol gives CLIP's
+    normalisation on 0-255 (as the reference hard-codes them), else the protocol's own values (tcl8: ImageNet's)."""
+    given = tuple(value / 255 for value in mean), tuple(value / 255 for value in std)
+    if all(abs(a - b) < 1e-4 for pair in zip(given, (CLIP_MEAN, CLIP_STD), strict=True)
+           for a, b in zip(*pair, strict=True)):
+        return CLIP_MEAN, CLIP_STD
+    return given
+
+
+def center_padding(height: int, width: int, multiple: int) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) zero padding to a multiple, the extra pixel right/bottom (compute_padsize)."""
+    pad_h, pad_w = -height % multiple, -width % multiple
+    return pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2
+
+
+@register_method()
+class ProxyCLIP(ClipBaseline):
+    """ProxyCLIP (Lan et al., ECCV 2024): CLIP's last attention from a vision foundation model's affinities."""
+
+    name = "proxyclip"
+    recipe: ClassVar[DenseRecipe] = TOWER
+    extra_options = ("vfm", "vfm_weights", "beta", "gamma", "pad_multiple")
+
+    def configure(self, given: dict[str, Any]) -> None:
+        options = self.options
+        for key in ("beta", "gamma"):
+            if isinstance(options[key], bool) or not isinstance(options[key], (int, float)):
+                raise BenchmarkError(f"proxyclip option {key} must be a number, got {options[key]!r}")
+        multiple = options["pad_multiple"]
+        if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+            raise BenchmarkError(f"proxyclip option pad_multiple must be a positive integer, got {multiple!r}")
+        self.vfm: VfmBackbone = load_vfm(options["vfm"], options["vfm_weights"], self.weights_root)
+        self.vfm_net = self.vfm.model
+        self.crop_normalisation = (CLIP_MEAN, CLIP_STD)  # until setup() reads the benchmark's
+
+    def setup(self, protocol: Protocol, benchmark: BenchmarkSpec) -> None:
+        """Also reads the normalisation the benchmark's crops carry (benchmarks that share crops share it)."""
+        super().setup(protocol, benchmark)
+        self.crop_normalisation = crop_normalisation(benchmark.image.mean, benchmark.image.std)
+
+    @torch.no_grad()
+    def encode_crops(self, crops: Tensor) -> CropFeatures:
+        """Unit features [B, I, J, E] on the VFM grid of each (padded) crop; no class name is needed."""
+        visual = self.net.visual
+        check_supported(visual)
+        height, width = crops.shape[-2:]
+        left, right, top, bottom = center_padding(height, width, self.options["pad_multiple"])
+        padded = F.pad(crops, (left, right, top, bottom)) if any((left, right, top, bottom)) else crops
+        proxy = self.vfm.patch_features(self.vfm.renormalised(padded, *self.crop_normalisation))
+        weights = proxy_attention_weights(proxy, self.options["beta"], self.options["gamma"])
+        tokens, clip_grid = embed_patches(visual, padded, TOWER.position_rule)
+        for block in visual.transformer.resblocks[:-1]:
+            tokens = clip_block(block, tokens, TOWER)
+        proxy_grid = (proxy.shape[-2], proxy.shape[-1])
+        x = proxy_last_block(visual.transformer.resblocks[-1], tokens, clip_grid, weights, proxy_grid)
+        features = (layer_norm(visual.ln_post, x) @ visual.proj).float()
+        unit = (features / features.norm(dim=-1, keepdim=True)).reshape(x.shape[0], *proxy_grid, -1)
+        if padded is crops:
+            return CropFeatures(unit, (height, width))
+        return CropFeatures(unit, (height, width), tuple(padded.shape[-2:]), (top, left))
+
+    def config(self) -> dict[str, Any]:
+        config = super().config()
+        config["vfm"] = {"name": self.vfm.name, "config": self.vfm.config, "weights_sha256": self.vfm.weights_sha256}
+        return config
+
+    def backbone(self) -> str | None:
+        return f"{self.clip.describe()} + {self.vfm.describe()}"
