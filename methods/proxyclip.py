@@ -5,9 +5,10 @@ What the reference computes (mc-lan/ProxyCLIP@e7b767f, proxyclip_segmentor.py an
 - forward_slide: each crop is zero-padded around its centre to a multiple of 56 (compute_padsize), scored, and
   the scores cut back to the crop.
 - forward_feature: the padded crop, CLIP-normalised, is un-normalised with OpenAI's mean/std (hard-coded) and
-  normalised with ImageNet's for the vision model (VFM): DINO ViT-B/8 by default (configs/base_config.py vfm_model='dino',
-  torch.hub dino_vitb8), whose proxy features are get_intermediate_layers(x)[0][:, 1:] (the last block after the
-  final norm); DINOv2 ViT-B/14 with registers (vfm_model='dinov2') the same through get_intermediate_layers.
+  normalised with ImageNet's for the vision model (VFM): DINO ViT-B/8 by default (configs/base_config.py
+  vfm_model='dino', torch.hub dino_vitb8), whose proxy features are get_intermediate_layers(x)[0][:, 1:] (the last
+  block after the final norm); DINOv2 ViT-B/14 with registers (vfm_model='dinov2') the same through
+  get_intermediate_layers.
 - VisionTransformer.forward(ex_feats): CLIP's blocks unchanged up to the last, whose output is custom_attn alone
   (no residual, no feed-forward): S = cosines of the L2-normalised proxy features [N_vfm, N_vfm];
   S = (S - mean(S) * beta) * gamma with beta 1.2, gamma 3.0; entries below 0 set to -inf; softmax over keys, one
