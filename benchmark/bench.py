@@ -172,7 +172,7 @@ def flops_per_crop(method: SegMethod, bank: Any, spec: BenchmarkSpec, device: to
         return None
     crop = torch.zeros(1, 3, spec.inference.crop, spec.inference.crop, device=device)
     with FlopCounterMode(display=False) as counter:
-        method.predict_masks(crop, bank)
+        method.predict_masks(crop, bank, **method.crop_context([crop[0]]))
     return int(counter.get_total_flops())
 
 
@@ -332,7 +332,7 @@ def reference_predict(
             y1, x1 = max(y2 - crop_h, 0), max(x2 - crop_w, 0)
             crop = image[None, :, y1:y2, x1:x2]
             with precision_mode("fp32", image.device):
-                logits = method.predict_masks(crop, bank).float()
+                logits = method.predict_masks(crop, bank, **method.crop_context([image])).float()
             if logits.shape[-2:] != crop.shape[-2:]:
                 logits = F.interpolate(logits, size=crop.shape[-2:], mode="bilinear", align_corners=False)
             preds += F.pad(logits, (x1, width - x2, y1, height - y2))

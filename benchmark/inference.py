@@ -159,6 +159,7 @@ class _Job:
     count: Tensor
     scores: list[Tensor | None] = field(default_factory=list)
     windows: list[Window] = field(default_factory=list)
+    context: Any = None  # the method's encode_image of this image, where it has that hook
 
 
 @dataclass
@@ -211,6 +212,7 @@ class SlidingWindowPredictor:
         self.precision = precision
         self._pending: deque[tuple[_Job, Window]] = deque()
         self._jobs: deque[_Job] = deque()
+        self._uses_context = method.uses_image_context()
 
     def push(self, item: PreparedImage) -> Iterator[Prediction]:
         image = item.image.to(self.device, non_blocking=True)
@@ -219,6 +221,9 @@ class SlidingWindowPredictor:
         windows = windows_for(self.spec.inference, height, width)
         job = _Job(item, len(windows), torch.zeros(height, width, device=self.device),
                    scores=[None] * len(self.heads), windows=windows)
+        if self._uses_context:
+            with torch.no_grad(), precision_mode(self.precision, self.device):
+                job.context = self.method.encode_image(image)
         self._jobs.append(job)
         self._pending.extend((job, window) for window in windows)
         while len(self._pending) >= self.batch_size:
@@ -240,11 +245,12 @@ class SlidingWindowPredictor:
                 break
             batch.append(self._pending.popleft())
         crops = torch.stack([job.item.image[:, a:b, c:d] for job, (a, b, c, d) in batch])
+        context = {"contexts": [job.context for job, _ in batch]} if self._uses_context else {}
         with torch.no_grad(), precision_mode(self.precision, self.device):
             if len(self.heads) == 1:
-                head_scores = [self._predict_masks(crops, self.heads[0].bank)]
+                head_scores = [self._predict_masks(crops, self.heads[0].bank, **context)]
             else:
-                features = self._encode_crops(crops)
+                features = self._encode_crops(crops, **context)
                 head_scores = []
                 for head in self.heads:
                     head.activate()

@@ -23,6 +23,8 @@ class SegMethod(abc.ABC):
         trained_classes()                             once per benchmark with a zero-shot split
         setup(protocol, benchmark)                    per-benchmark settings (logit scale, PAMR, ...)
         encode_classes(names, protocol.text)          -> bank; cached per (names, text) for the run
+        for each image [3,H',W'] (methods that define it):
+            encode_image(image)                       -> context, handed to its crops as contexts=[...]
         for each batch of crops [B,3,h,w]:
             score(encode_crops(crops), bank)          -> [B,n_names,h',w']  (benchmarks sharing images:
                                                          encode_crops once, score per benchmark)
@@ -30,7 +32,7 @@ class SegMethod(abc.ABC):
         for each image, scores stitched to label size:
             refine(image, scores)                     -> [n_names,H,W]  (e.g. PAMR)
 
-    `encode_classes` and `encode_crops` depend only on their arguments and the method's
+    `encode_classes`, `encode_image` and `encode_crops` depend only on their arguments and the method's
     construction, never on `setup`, so their results can be cached and shared across benchmarks;
     `score`, `predict_masks` and `refine` may use what `setup` set. `config`, `checkpoint_sha256`
     and `backbone` are stored in every record.
@@ -71,6 +73,17 @@ class SegMethod(abc.ABC):
 
     def setup(self, protocol: Protocol, benchmark: BenchmarkSpec) -> None:  # noqa: B027
         """Before a benchmark's crops are scored: read its per-benchmark settings (method_settings)."""
+
+    def encode_image(self, image: Tensor) -> Any:
+        """Whole-image context for the crops of one image (CASS's CLIP vector of the whole image), once per image.
+
+        Args:
+            image: the resized, normalised image [3,h,w] whose windows are the crops.
+        Returns:
+            Opaque; a method that defines this hook receives `contexts` (one per crop, the context of the crop's
+            image) as a keyword of `predict_masks` and `encode_crops`.
+        """
+        raise NotImplementedError
 
     def encode_crops(self, crops: Tensor) -> Any:
         """The image side of predict_masks, run once for several class sets (with `score`).
@@ -127,6 +140,17 @@ class SegMethod(abc.ABC):
         return None
 
     # ---- plumbing --------------------------------------------------------------------------------
+
+    def uses_image_context(self) -> bool:
+        """Whether the method implements `encode_image` (its crops then take `contexts=`)."""
+        return type(self).encode_image is not SegMethod.encode_image
+
+    def crop_context(self, images: list[Tensor]) -> dict[str, Any]:
+        """Keywords for `predict_masks` / `encode_crops` of crops cut from `images` (one per crop): `contexts` for a
+        method with `encode_image`, nothing otherwise. For callers outside the engine (bench, tools)."""
+        if not self.uses_image_context():
+            return {}
+        return {"contexts": [self.encode_image(image) for image in images]}
 
     def scores_from_features(self) -> bool:
         """Whether the method implements both encode_crops and score."""

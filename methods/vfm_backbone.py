@@ -149,6 +149,18 @@ class VfmBackbone:
         return x.transpose(1, 2).reshape(x.shape[0], x.shape[-1], grid[0], grid[1])
 
 
+    def last_block_keys(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """The last block's attention keys of the patch tokens [B, heads, h*w, head_dim] (its qkv on norm1(x), prefix
+        tokens dropped; CASS's DinoSelfAttention), and the patch grid (h, w)."""
+        x, grid = self.tokens(images)
+        for block in self.model.blocks[:-1]:
+            x = block(x)
+        last = self.model.blocks[-1]
+        heads = last.attn.num_heads
+        qkv = last.attn.qkv(last.norm1(x)).reshape(x.shape[0], x.shape[1], 3, heads, -1).permute(2, 0, 3, 1, 4)
+        return qkv[1][:, :, self.model.num_prefix_tokens:], grid
+
+
 def build_vfm(config: dict[str, Any]) -> VisionTransformer:
     model = timm.create_model(
         config["timm_model"], pretrained=False, num_classes=0, dynamic_img_size=True, **config["timm_kwargs"]

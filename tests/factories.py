@@ -72,7 +72,7 @@ def make_protocol(
 TINY_VFM_CONFIG = {  # a tiny random timm ViT standing in for DINO ViT-B/8 (8 px patches, class token, DINO's positions)
     "family": "dino",
     "timm_model": "vit_base_patch8_224",
-    "timm_kwargs": {"img_size": 32, "embed_dim": 32, "depth": 2, "num_heads": 2},
+    "timm_kwargs": {"img_size": 32, "embed_dim": 128, "depth": 2, "num_heads": 2},  # 64-wide heads, as CLIP's
     "source": "tests/factories.py: a tiny random stand-in for DINO ViT-B/8",
     "input_mean": [0.485, 0.456, 0.406],
     "input_std": [0.229, 0.224, 0.225],

@@ -31,8 +31,8 @@ SPLIT_PROTOCOLS = ("zs_spnet_voc", "zs_spnet_cocostuff", "zs_zs3net_voc2", "zs_z
 ALL_CARDS = ("voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff171", "cityscapes", "ade20k")
 BASELINES = ("clip", "maskclip", "sclip", "clearclip", "naclip")
 # Training-free methods with a native protocol of their own name.
-NEWER_CLIP_METHODS = ("scclip", "pearl", "resclip", "sfp", "gem", "proxyclip")
-VFM_METHODS = ("proxyclip",)  # CLIP beside a vision foundation model: the tiny random DINO stands in
+NEWER_CLIP_METHODS = ("scclip", "pearl", "resclip", "sfp", "gem", "proxyclip", "cass")
+VFM_METHODS = ("proxyclip", "cass")  # CLIP beside a vision foundation model: the tiny random DINO stands in
 CLIP_METHODS = BASELINES + NEWER_CLIP_METHODS
 NATIVE_PROTOCOLS = ("tcl8", "tcl8_nopamr", "sclip", "clearclip", "naclip", "naclip_nopamr", *NEWER_CLIP_METHODS)
 SEED_METHODS = ("tcl", "vilseg", "clips4")

@@ -265,13 +265,20 @@ DINO_CONFIG = {
 }
 
 
-def random_dino(seed: int, perturbation: float = PERTURBATION) -> dict[str, Tensor]:
+# CASS pairs DINO's heads with CLIP's: 2 heads of 64, as the fixture CLIP's.
+CASS_DINO_CONFIG = {**DINO_CONFIG, "timm_kwargs": {"embed_dim": 128, "depth": 2, "num_heads": 2},
+                    "source": "tests/parity/harness.py: DINO ViT-B/8's layout, 128 wide, 2 heads, 2 blocks"}
+
+
+def random_dino(
+    seed: int, perturbation: float = PERTURBATION, config: dict[str, Any] | None = None
+) -> dict[str, Tensor]:
     """The fixture DINO's weights in DINO's (= timm's) layout, drawn key by key in timm's state-dict order."""
     from methods.vfm_backbone import build_vfm
 
     generator = torch.Generator().manual_seed(seed)
     weights: dict[str, Tensor] = {}
-    for key, template in build_vfm(DINO_CONFIG).state_dict().items():
+    for key, template in build_vfm(config or DINO_CONFIG).state_dict().items():
         shape = tuple(template.shape)
         if ".norm" in key or key.startswith("norm."):
             noise = torch.randn(shape, generator=generator) * perturbation
