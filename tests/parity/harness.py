@@ -292,3 +292,43 @@ def random_dino(
             value = torch.randn(shape, generator=generator) * fan_in ** -0.5
         weights[key] = value
     return weights
+
+
+# A fixture DINOv2 with registers: dinov2_vitb14_reg's layout (14 px patches, trained grid 37 x 37 at 518 px, 4
+# register tokens, layer scale, positions resized to size with antialiasing), 32 wide, 2 heads, 2 blocks.
+DINOV2_CONFIG = {
+    "family": "dinov2",
+    "timm_model": "vit_base_patch14_reg4_dinov2",
+    "timm_kwargs": {"embed_dim": 32, "depth": 2, "num_heads": 2},
+    "source": "tests/parity/harness.py: dinov2_vitb14_reg's layout, 32 wide, 2 heads, 2 blocks",
+    "input_mean": [0.485, 0.456, 0.406],
+    "input_std": [0.229, 0.224, 0.225],
+    "position_rule": {"offset": 0.0, "antialias": True},
+}
+
+
+def random_dinov2_official(seed: int, perturbation: float = PERTURBATION) -> dict[str, Tensor]:
+    """The fixture DINOv2's weights in DINOv2's own layout (register_tokens, mask_token, a position for the class
+    token), drawn key by key: what dinov2_vitb14_reg4_pretrain.pth holds, at the fixture's size."""
+    from methods.vfm_backbone import build_vfm
+
+    timm_shapes = {key: tuple(value.shape) for key, value in build_vfm(DINOV2_CONFIG).state_dict().items()}
+    width = timm_shapes["cls_token"][-1]
+    shapes = {"cls_token": (1, 1, width), "pos_embed": (1, 1 + timm_shapes["pos_embed"][1], width),
+              "register_tokens": timm_shapes["reg_token"], "mask_token": (1, width)}
+    shapes.update({key: shape for key, shape in timm_shapes.items() if key not in ("cls_token", "pos_embed",
+                                                                                    "reg_token")})
+    generator = torch.Generator().manual_seed(seed)
+    weights: dict[str, Tensor] = {}
+    for key, shape in shapes.items():
+        if ".norm" in key or key.startswith("norm."):
+            noise = torch.randn(shape, generator=generator) * perturbation
+            value = 1.0 + noise if key.endswith(".weight") else noise
+        elif key.endswith("bias") or key.endswith(".gamma"):
+            value = torch.randn(shape, generator=generator) * perturbation + (1.0 if key.endswith(".gamma") else 0.0)
+        elif key in ("cls_token", "pos_embed", "register_tokens", "mask_token"):
+            value = torch.randn(shape, generator=generator)
+        else:
+            value = torch.randn(shape, generator=generator) * int(np.prod(shape[1:])) ** -0.5
+        weights[key] = value
+    return weights
