@@ -153,26 +153,20 @@ class CASS(ClipBaseline):
     name = "cass"
     recipe: ClassVar[DenseRecipe] = TOWER
     extra_options = ("vfm", "vfm_weights", "gaussian_std", "seed", *PER_BENCHMARK)
+    per_benchmark = PER_BENCHMARK
 
     def configure(self, given: dict[str, Any]) -> None:
         options = self.options
         _number(options["gaussian_std"], "gaussian_std", "option")
         if isinstance(options["seed"], bool) or not isinstance(options["seed"], int):
             raise BenchmarkError(f"cass option seed must be an integer, got {options['seed']!r}")
-        self.given_options = {key: given[key] for key in PER_BENCHMARK if key in given}
         self.settings = {key: self._benchmark_value(key, {}, None) for key in PER_BENCHMARK}
         self.vfm: VfmBackbone = load_vfm(options["vfm"], options["vfm_weights"], self.weights_root)
         self.vfm_net = self.vfm.model
         self._clusters: dict[tuple, np.ndarray] = {}
 
     def _benchmark_value(self, key: str, settings: dict[str, Any], dataset: str | None) -> Any:
-        if settings.get(key) is not None:
-            value, where = settings[key], "method setting"
-        elif key in self.given_options:
-            value, where = self.given_options[key], "option"
-        else:
-            per_dataset = self.defaults.get("datasets", {}).get(dataset, {})
-            value, where = per_dataset.get(key, self.defaults.get(key)), "setting"
+        value, where = self.benchmark_setting(key, settings, dataset)
         if key in ("eigenscaling", "global_from_crop"):
             return _flag(value, key, where)
         return _number(value, key, where)
@@ -250,8 +244,6 @@ class CASS(ClipBaseline):
 
     def config(self) -> dict[str, Any]:
         config = super().config()
-        config["options"] = {key: value for key, value in config["options"].items()
-                             if key not in PER_BENCHMARK or key in self.given_options}
         config["vfm"] = {"name": self.vfm.name, "config": self.vfm.config, "weights_sha256": self.vfm.weights_sha256}
         return config
 

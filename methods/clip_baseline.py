@@ -52,6 +52,8 @@ class ClipBaseline(ClipTextMethod):
     score_kind: ClassVar[str] = "logits"
     recipe: ClassVar[DenseRecipe]
     extra_options: ClassVar[tuple[str, ...]] = ()  # constructor options that change the recipe
+    # options that are per-benchmark settings: a protocol's method_settings win over them (`benchmark_setting`)
+    per_benchmark: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -73,6 +75,7 @@ class ClipBaseline(ClipTextMethod):
         )
         per_model = self.defaults.get("models", {}).get(self.clip.name, {})  # e.g. layer indices of a shallow tower
         self.options = {key: options.get(key, per_model.get(key, self.defaults.get(key))) for key in self.extra_options}
+        self.given_options = {key: options[key] for key in self.per_benchmark if key in options}
         self.active_recipe = self.build_recipe(self.options)
         self.net = self.clip.model
         self.text_store = text_bank_store(text_cache, weights_root)
@@ -89,6 +92,15 @@ class ClipBaseline(ClipTextMethod):
     def build_recipe(self, options: dict[str, Any]) -> DenseRecipe:
         """The recipe for the given variant options; the class recipe unless a subclass says otherwise."""
         return self.recipe
+
+    def benchmark_setting(self, key: str, settings: dict[str, Any], dataset: str | None) -> tuple[Any, str]:
+        """A per-benchmark setting and where it came from: the protocol's method_settings ("method setting"), else
+        the option given to the constructor, else the method's default for the dataset card ("option")."""
+        if settings.get(key) is not None:
+            return settings[key], "method setting"
+        if key in self.given_options:
+            return self.given_options[key], "option"
+        return self.defaults.get("datasets", {}).get(dataset, {}).get(key, self.defaults.get(key)), "option"
 
     def default_logit_scale(self, dataset: str | None) -> float:
         per_dataset = self.defaults.get("datasets", {}).get(dataset, {})
@@ -134,9 +146,11 @@ class ClipBaseline(ClipTextMethod):
 
     def config(self) -> dict[str, Any]:
         """Stable for the life of the method: per-benchmark values follow from `defaults` and the protocol."""
+        options = {key: value for key, value in self.options.items()
+                   if key not in self.per_benchmark or key in self.given_options}
         return {
             "backbone": self.clip.name,
             "recipe": self.active_recipe.as_dict(),
-            "options": dict(self.options),
+            "options": options,
             "defaults": self.defaults,
         }

@@ -131,9 +131,9 @@ class PEARL(ClipBaseline):
         "arch", "attn_strategy", "use_kk", "alpha_kk", "align_solver", "polar_iters", "propagation",
         "propagation_grid",
     )
+    per_benchmark = PER_BENCHMARK
 
     def configure(self, given: dict[str, Any]) -> None:
-        self.given_options = {key: given[key] for key in PER_BENCHMARK if key in given}
         self.alpha_kk = self._benchmark_value("alpha_kk", {}, None)
         self.propagation_grid = self._benchmark_value("propagation_grid", {}, None)
         self.class_set: tuple[tuple[tuple[str, ...], ...], TextSpec] | None = None
@@ -145,13 +145,7 @@ class PEARL(ClipBaseline):
                            options["polar_iters"])
 
     def _benchmark_value(self, key: str, settings: dict[str, Any], dataset: str | None) -> Any:
-        if settings.get(key) is not None:
-            value = settings[key]
-        elif key in self.given_options:
-            value = self.given_options[key]
-        else:
-            value = self.defaults.get("datasets", {}).get(dataset, {}).get(key, self.defaults.get(key))
-        where = "method setting" if settings.get(key) is not None else "option"
+        value, where = self.benchmark_setting(key, settings, dataset)
         return _checked_alpha(value, where) if key == "alpha_kk" else _checked_grid(value, where)
 
     def setup(self, protocol: Protocol, benchmark: BenchmarkSpec) -> None:
@@ -223,12 +217,6 @@ class PEARL(ClipBaseline):
             refined = propagate(guide, cosines, self._class_set_trust(), self.propagation_grid)
             scores = refined[0] * self.logit_scale
         return super().refine(image, scores)
-
-    def config(self) -> dict[str, Any]:
-        config = super().config()
-        config["options"] = {key: value for key, value in config["options"].items()
-                             if key not in PER_BENCHMARK or key in self.given_options}
-        return config
 
 
 register_demo_options(PEARL.name, tiny_clip_options)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,19 @@ def rebuilt_weights_file(meta: dict[str, Any], folder: Path, weights: dict[str, 
     assert harness.weights_digest(weights) == meta["weights"]["sha256"]
     assert all(torch.equal(value, value.half().float()) for value in weights.values())  # fp16 rounding is exact
     return harness.save_weights(weights, folder / "clip.pt")
+
+
+def rebuilt_vfm_files(recorded: dict[str, Any], weights: dict[str, Tensor], config: dict[str, Any],
+                      folder: Path) -> tuple[Path, Path]:
+    """The fixture's vision model as a method loads it (`--opt vfm=<json> vfm_weights=<file>`): its config and its
+    weights rebuilt from their seed, checked against the key list, sha256 and config the fixture recorded."""
+    assert list(weights) == recorded["keys"] and harness.weights_digest(weights) == recorded["sha256"]
+    assert recorded["config"] == config
+    config_path = folder / "fixture_vfm.json"
+    config_path.write_text(json.dumps(config))
+    weights_path = folder / "fixture_vfm.pth"
+    torch.save(weights, weights_path)
+    return config_path, weights_path
 
 
 def at_fixture_points(scores: Tensor, crops: Tensor, case: dict[str, Any]) -> np.ndarray:

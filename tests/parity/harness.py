@@ -276,20 +276,31 @@ def random_dino(
     """The fixture DINO's weights in DINO's (= timm's) layout, drawn key by key in timm's state-dict order."""
     from methods.vfm_backbone import build_vfm
 
+    shapes = {key: tuple(value.shape) for key, value in build_vfm(config or DINO_CONFIG).state_dict().items()}
+    return _random_vit(shapes, seed, perturbation)
+
+
+# Tokens drawn at unit scale: strong positions make patch affinities vary (ProxyCLIP: mean cosine ~0.7 < 1 / beta).
+VIT_TOKEN_KEYS = ("cls_token", "pos_embed", "register_tokens", "mask_token")
+
+
+def _random_vit(shapes: dict[str, tuple[int, ...]], seed: int, perturbation: float) -> dict[str, Tensor]:
+    """ViT weights drawn key by key in `shapes` order: LayerNorm affines around 1 / 0, biases and layer scales
+    (around 1) perturbed, tokens at unit scale, matrices at fan_in ** -0.5."""
     generator = torch.Generator().manual_seed(seed)
     weights: dict[str, Tensor] = {}
-    for key, template in build_vfm(config or DINO_CONFIG).state_dict().items():
-        shape = tuple(template.shape)
+    for key, shape in shapes.items():
         if ".norm" in key or key.startswith("norm."):
             noise = torch.randn(shape, generator=generator) * perturbation
             value = 1.0 + noise if key.endswith(".weight") else noise
         elif key.endswith("bias"):
             value = torch.randn(shape, generator=generator) * perturbation
-        elif key in ("cls_token", "pos_embed"):  # strong positions: patch affinities vary (mean cosine ~0.7 < 1 / beta)
+        elif key.endswith(".gamma"):
+            value = torch.randn(shape, generator=generator) * perturbation + 1.0
+        elif key in VIT_TOKEN_KEYS:
             value = torch.randn(shape, generator=generator)
         else:
-            fan_in = int(np.prod(shape[1:]))
-            value = torch.randn(shape, generator=generator) * fan_in ** -0.5
+            value = torch.randn(shape, generator=generator) * int(np.prod(shape[1:])) ** -0.5
         weights[key] = value
     return weights
 
@@ -318,17 +329,4 @@ def random_dinov2_official(seed: int, perturbation: float = PERTURBATION) -> dic
               "register_tokens": timm_shapes["reg_token"], "mask_token": (1, width)}
     shapes.update({key: shape for key, shape in timm_shapes.items() if key not in ("cls_token", "pos_embed",
                                                                                     "reg_token")})
-    generator = torch.Generator().manual_seed(seed)
-    weights: dict[str, Tensor] = {}
-    for key, shape in shapes.items():
-        if ".norm" in key or key.startswith("norm."):
-            noise = torch.randn(shape, generator=generator) * perturbation
-            value = 1.0 + noise if key.endswith(".weight") else noise
-        elif key.endswith("bias") or key.endswith(".gamma"):
-            value = torch.randn(shape, generator=generator) * perturbation + (1.0 if key.endswith(".gamma") else 0.0)
-        elif key in ("cls_token", "pos_embed", "register_tokens", "mask_token"):
-            value = torch.randn(shape, generator=generator)
-        else:
-            value = torch.randn(shape, generator=generator) * int(np.prod(shape[1:])) ** -0.5
-        weights[key] = value
-    return weights
+    return _random_vit(shapes, seed, perturbation)

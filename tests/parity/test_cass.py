@@ -9,8 +9,6 @@ costs (within PAIRING_TOLERANCE): everything else is compared as computed.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -55,16 +53,12 @@ def method_options(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("cass")
     recorded = META["dino_weights"]
     dino = harness.random_dino(recorded["seed"], recorded["perturbation"], recorded["config"])
-    assert list(dino) == recorded["keys"] and harness.weights_digest(dino) == recorded["sha256"]
-    assert recorded["config"] == harness.CASS_DINO_CONFIG
-    config = folder / "fixture_dino.json"
-    config.write_text(json.dumps(harness.CASS_DINO_CONFIG))
-    torch.save(dino, folder / "fixture_dino.pth")
+    config, dino_file = checks.rebuilt_vfm_files(recorded, dino, harness.CASS_DINO_CONFIG, folder)
     recipe = META["weights"]
     keys = ("seed", "vision_layers", "perturbation", "query_key_scale", "last_out_proj_scale")
     weights = harness.sharpened_deep_clip(*(recipe[key] for key in keys))
     return {"model": None, "pretrained": str(checks.rebuilt_weights_file(META, folder, weights)), "vfm": str(config),
-            "vfm_weights": str(folder / "fixture_dino.pth"), "text_cache": False, "seed": META["random_seed"]}
+            "vfm_weights": str(dino_file), "text_cache": False, "seed": META["random_seed"]}
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@ DINOv2's own code (fixture: tests/parity/fixtures/dinov2, made by tools/parity/m
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -17,15 +15,11 @@ META, ARRAYS = harness.read_fixture("dinov2")
 
 @pytest.fixture(scope="module")
 def dinov2(tmp_path_factory: pytest.TempPathFactory):
-    folder = tmp_path_factory.mktemp("dinov2")
     recorded = META["weights"]
     weights = harness.random_dinov2_official(recorded["seed"], recorded["perturbation"])
-    assert list(weights) == recorded["keys"] and harness.weights_digest(weights) == recorded["sha256"]
-    assert recorded["config"] == harness.DINOV2_CONFIG
-    config = folder / "fixture_dinov2.json"
-    config.write_text(json.dumps(harness.DINOV2_CONFIG))
-    torch.save(weights, folder / "dinov2_official_layout.pth")
-    return load_vfm(str(config), str(folder / "dinov2_official_layout.pth"))
+    config, weights_file = checks.rebuilt_vfm_files(recorded, weights, harness.DINOV2_CONFIG,
+                                                    tmp_path_factory.mktemp("dinov2"))
+    return load_vfm(str(config), str(weights_file))
 
 
 def test_patch_features_equal_dinov2s_own_at_every_size(dinov2):

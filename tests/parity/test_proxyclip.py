@@ -10,8 +10,6 @@ labels may differ at a share of BORDERLINE_SHARE of the pixels that are not ties
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -50,12 +48,7 @@ def method_options(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("proxyclip")
     recorded = META["dino_weights"]
     dino = harness.random_dino(recorded["seed"], recorded["perturbation"])
-    assert list(dino) == recorded["keys"] and harness.weights_digest(dino) == recorded["sha256"]
-    assert recorded["config"] == harness.DINO_CONFIG
-    config = folder / "fixture_dino.json"
-    config.write_text(json.dumps(harness.DINO_CONFIG))
-    weights = folder / "fixture_dino.pth"
-    torch.save(dino, weights)
+    config, weights = checks.rebuilt_vfm_files(recorded, dino, harness.DINO_CONFIG, folder)
     return {"model": None, "pretrained": str(checks.rebuilt_weights_file(META, folder)), "vfm": str(config),
             "vfm_weights": str(weights), "text_cache": False}
 
