@@ -1,4 +1,5 @@
-"""Vision foundation models (DINO, DINOv2) beside CLIP: find the weights file, check it, build the model with timm.
+"""Vision foundation models (DINO, DINOv2, SAM) beside CLIP: find the weights file, check it, build the model with the
+library made for it (timm; segment-anything for SAM).
 
 An architecture is data: ``vfm_configs/<name>.json`` names the timm model that holds it (timm's own classes, never
 a copy), its keyword arguments, the input normalisation the model was trained with and how its positional
@@ -8,7 +9,10 @@ embedding is resized to another patch grid, as the authors' own code resizes it 
   scale_factor = (n + 0.1) / trained grid, no antialiasing;
 - DINOv2 with registers (dinov2/hub/backbones.py dinov2_vitb14_reg): bicubic to the new size, antialiased.
 
-Both keep the trained embedding when the token count is unchanged and the input is square. A ``.json`` path
+Both keep the trained embedding when the token count is unchanged and the input is square. SAM (family "sam")
+is segment-anything's own model, built by its `_build_sam` with the config's `sam_kwargs`; its dense features are
+the image encoder's output at `input_size` x `input_size` (the whole Sam is loaded: its prompt encoder and mask
+decoder come with the official file). A ``.json`` path
 may stand for a name (the tests' tiny random ViT). Weights are a tag pinned in ``vfm_weights.yaml``
 (``official``), a file path (absolute or under the weights root), or None (random, with a warning). Files are
 read with torch.load(weights_only=True); DINOv2's own layout is converted by timm's checkpoint_filter_fn.
@@ -44,6 +48,7 @@ from methods.clip_backbone import (
 CONFIG_DIR = Path(__file__).with_name("vfm_configs")
 KNOWN_VFM_WEIGHTS_FILE = Path(__file__).with_name("vfm_weights.yaml")
 CONFIG_KEYS = {"family", "timm_model", "timm_kwargs", "source", "input_mean", "input_std", "position_rule"}
+SAM_CONFIG_KEYS = {"family", "sam_kwargs", "source", "input_mean", "input_std", "input_size"}
 
 
 @lru_cache(maxsize=1)
@@ -65,9 +70,10 @@ def vfm_config(name: str) -> tuple[str, dict[str, Any]]:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise WeightsError(f"{path}: not a readable JSON config ({error})") from None
-    wrong = sorted(set(config) ^ CONFIG_KEYS)
+    keys = SAM_CONFIG_KEYS if isinstance(config, dict) and config.get("family") == "sam" else CONFIG_KEYS
+    wrong = sorted(set(config) ^ keys) if isinstance(config, dict) else ["(not a mapping)"]
     if wrong:
-        raise WeightsError(f"{path}: keys must be {sorted(CONFIG_KEYS)}; missing or unknown: {wrong}")
+        raise WeightsError(f"{path}: keys must be {sorted(keys)}; missing or unknown: {wrong}")
     return path.stem, config
 
 
@@ -83,14 +89,20 @@ class VfmBackbone:
         blocks, norm                     -> patch tokens [B, C, h, w]
     """
 
-    model: VisionTransformer
+    model: nn.Module  # a timm VisionTransformer, or segment-anything's Sam
     name: str
     config: dict[str, Any]
     pretrained: str | None = None
     weights_sha256: str | None = None
 
     @property
+    def is_sam(self) -> bool:
+        return self.config["family"] == "sam"
+
+    @property
     def patch_size(self) -> tuple[int, int]:
+        if self.is_sam:
+            return tuple(self.model.image_encoder.patch_embed.proj.kernel_size)
         return tuple(self.model.patch_embed.patch_size)
 
     def describe(self) -> str:
@@ -141,7 +153,12 @@ class VfmBackbone:
 
     def patch_features(self, images: Tensor) -> Tensor:
         """[B,3,H,W] in the model's normalisation -> the last block's patch tokens after the final norm, [B,C,h,w]
-        (DINO's get_intermediate_layers(x)[0][:, 1:]; prefix tokens dropped)."""
+        (DINO's get_intermediate_layers(x)[0][:, 1:]; prefix tokens dropped). SAM: the image encoder's output on
+        the images resized bilinearly to input_size x input_size, [B, 256, 64, 64]."""
+        if self.is_sam:
+            side = self.config["input_size"]
+            resized = F.interpolate(images, size=(side, side), mode="bilinear", align_corners=False)
+            return self.model.image_encoder(resized)
         x, grid = self.tokens(images)
         for block in self.model.blocks:
             x = block(x)
@@ -152,6 +169,8 @@ class VfmBackbone:
     def last_block_keys(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """The last block's attention keys of the patch tokens [B, heads, h*w, head_dim] (its qkv on norm1(x), prefix
         tokens dropped; CASS's DinoSelfAttention), and the patch grid (h, w)."""
+        if self.is_sam:
+            raise WeightsError(f"{self.name} is a SAM: only a ViT's last-block keys are read here (give a DINO model)")
         x, grid = self.tokens(images)
         for block in self.model.blocks[:-1]:
             x = block(x)
@@ -161,7 +180,11 @@ class VfmBackbone:
         return qkv[1][:, :, self.model.num_prefix_tokens:], grid
 
 
-def build_vfm(config: dict[str, Any]) -> VisionTransformer:
+def build_vfm(config: dict[str, Any]) -> nn.Module:
+    if config["family"] == "sam":
+        from segment_anything.build_sam import _build_sam
+
+        return _build_sam(**config["sam_kwargs"], checkpoint=None)
     model = timm.create_model(
         config["timm_model"], pretrained=False, num_classes=0, dynamic_img_size=True, **config["timm_kwargs"]
     )
@@ -189,8 +212,9 @@ def load_vfm(
     if known is not None and known.sha256 is None:
         warnings.warn(f"{path}: sha256 {sha256} is not pinned in {KNOWN_VFM_WEIGHTS_FILE.name} (the official "
                       f"download publishes none); compare it with a copy you trust from {known.url}", stacklevel=2)
-    state_dict = checkpoint_filter_fn({key: value for key, value in state_dict.items() if not key.startswith("head")},
-                                      model)
+    if config["family"] != "sam":
+        state_dict = checkpoint_filter_fn({key: value for key, value in state_dict.items()
+                                           if not key.startswith("head")}, model)
     load_strict(model, state_dict, str(path), name)
     return _finish(model, name, config, pretrained, sha256)
 
@@ -202,7 +226,7 @@ def save_vfm_weights(model: nn.Module, path: Path) -> Path:
     return path
 
 
-def _finish(model: VisionTransformer, name: str, config: dict[str, Any], pretrained: str | None,
+def _finish(model: nn.Module, name: str, config: dict[str, Any], pretrained: str | None,
             sha256: str | None) -> VfmBackbone:
     model = model.float().eval()
     model.requires_grad_(False)

@@ -35,6 +35,7 @@ def rebuilt_vfm_files(recorded: dict[str, Any], weights: dict[str, Tensor], conf
     weights rebuilt from their seed, checked against the key list, sha256 and config the fixture recorded."""
     assert list(weights) == recorded["keys"] and harness.weights_digest(weights) == recorded["sha256"]
     assert recorded["config"] == config
+    folder.mkdir(parents=True, exist_ok=True)
     config_path = folder / "fixture_vfm.json"
     config_path.write_text(json.dumps(config))
     weights_path = folder / "fixture_vfm.pth"

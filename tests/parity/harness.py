@@ -297,7 +297,7 @@ def _random_vit(shapes: dict[str, tuple[int, ...]], seed: int, perturbation: flo
             value = torch.randn(shape, generator=generator) * perturbation
         elif key.endswith(".gamma"):
             value = torch.randn(shape, generator=generator) * perturbation + 1.0
-        elif key in VIT_TOKEN_KEYS:
+        elif key.rsplit(".", 1)[-1] in VIT_TOKEN_KEYS:
             value = torch.randn(shape, generator=generator)
         else:
             value = torch.randn(shape, generator=generator) * int(np.prod(shape[1:])) ** -0.5
@@ -329,4 +329,26 @@ def random_dinov2_official(seed: int, perturbation: float = PERTURBATION) -> dic
               "register_tokens": timm_shapes["reg_token"], "mask_token": (1, width)}
     shapes.update({key: shape for key, shape in timm_shapes.items() if key not in ("cls_token", "pos_embed",
                                                                                     "reg_token")})
+    return _random_vit(shapes, seed, perturbation)
+
+
+# A fixture SAM: segment-anything's own model at 1024 px (16 px patches, 64 x 64 tokens, windowed attention with
+# relative positions, one global block), its image encoder 32 wide, 2 heads, 2 blocks; prompt encoder and mask
+# decoder at the library's fixed size.
+SAM_CONFIG = {
+    "family": "sam",
+    "sam_kwargs": {"encoder_embed_dim": 32, "encoder_depth": 2, "encoder_num_heads": 2,
+                   "encoder_global_attn_indexes": [1]},
+    "source": "tests/parity/harness.py: SAM's layout, image encoder 32 wide, 2 heads, 2 blocks",
+    "input_mean": [0.485, 0.456, 0.406],
+    "input_std": [0.229, 0.224, 0.225],
+    "input_size": 1024,
+}
+
+
+def random_sam(seed: int, perturbation: float = PERTURBATION) -> dict[str, Tensor]:
+    """The fixture SAM's weights in segment-anything's layout, drawn key by key in its state-dict order."""
+    from methods.vfm_backbone import build_vfm
+
+    shapes = {key: tuple(value.shape) for key, value in build_vfm(SAM_CONFIG).state_dict().items()}
     return _random_vit(shapes, seed, perturbation)

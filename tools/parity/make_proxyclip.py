@@ -42,22 +42,28 @@ DINO_COMMIT = "7c446df"
 SEED = 3
 DINO_SEED = 4
 DINO_PERTURBATION = 0.5
+SAM_SEED = 2  # mean affinity ~0.65 < 1 / beta on the fixture's crops (seeds 1 and 3 come near 0.8)
 SUBSAMPLE = 8
 
 # case: (seed, crop shape); every crop runs alone (batch 1), as forward_slide runs them. crops_padded: a 200 x 200
 # window, padded to 224 x 224 around its centre (compute_padsize with 56) and cut back.
-DENSE_CASES = {"crops_224": (1, (224, 224)), "crops_336": (2, (336, 336)), "crops_padded": (5, (200, 200))}
+DENSE_CASES = {"crops_224": (1, (224, 224)), "crops_336": (2, (336, 336)), "crops_padded": (5, (200, 200)),
+               "crops_224_sam": (1, (224, 224))}
 # case: (benchmark of the proxyclip protocol, class lines, image seed, original size, short side)
 WHOLE_CASES = {
     "whole_voc21": ("voc21", harness.BACKGROUND_CLASS_LINES, 3, (300, 420), 336),
     "whole_context59": ("context59", harness.CLASS_LINES, 4, (260, 380), 336),
     "whole_cityscapes": ("cityscapes", harness.CLASS_LINES, 6, (240, 480), 448),
+    "whole_context59_sam": ("context59", harness.CLASS_LINES, 4, (260, 380), 336),
 }
 
 REFERENCE_DID = (
     "proxyclip_segmentor.create_model replaced by the repository's open_clip.load_openai_model(state-dict file, "
     "precision='fp32', device='cpu') (create_model's path for pretrained='openai', there with precision 'fp16'; "
     "its fp16 rounding of conv/linear/attention/projection weights is exact on the fixture weights); "
+    "sam_model_registry['vit_b'] (cases *_sam, vfm_model='sam') replaced by segment-anything's own _build_sam at the "
+    "fixture's encoder size (32 wide, 2 heads, 2 blocks, global attention in block 1) with the fixture's random SAM "
+    "weights (strict): the image encoder's output on the crop resized to 1024 x 1024. "
     "torch.hub.load('facebookresearch/dino:main', 'dino_vitb8') replaced by DINO's own vision_transformer."
     "VisionTransformer(patch_size=8, embed_dim=64, depth=2, num_heads=2, qkv_bias=True, LayerNorm eps 1e-6, "
     "num_classes=0) from facebookresearch/dino@7c446df with the fixture's random DINO weights (strict load); "
@@ -72,9 +78,8 @@ REFERENCE_DID = (
 
 
 def stub_unreached_imports() -> None:
-    for name in ("segment_anything", "mae", "mae.models_vit", "mae.pos_embed", "openpyxl", "einops"):
+    for name in ("mae", "mae.models_vit", "mae.pos_embed", "openpyxl", "einops"):
         sys.modules[name] = types.ModuleType(name)
-    sys.modules["segment_anything"].sam_model_registry = {}
     sys.modules["mae.pos_embed"].interpolate_pos_embed = None
     sys.modules["mae"].models_vit = sys.modules["mae.models_vit"]
     sys.modules["einops"].rearrange = None
@@ -98,6 +103,19 @@ def dino_factory(dino_source: Path, weights: dict[str, torch.Tensor]):
     return load
 
 
+def sam_factory(weights: dict[str, torch.Tensor]):
+    """sam_model_registry['vit_b']'s stand-in: segment-anything's own _build_sam at the fixture's encoder size, with
+    the fixture weights (strict)."""
+    from segment_anything.build_sam import _build_sam
+
+    def build(checkpoint: Any = None) -> nn.Module:
+        sam = _build_sam(**harness.SAM_CONFIG["sam_kwargs"], checkpoint=None)
+        sam.load_state_dict(weights, strict=True)
+        return sam.eval()
+
+    return {"vit_b": build}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, required=True, help="git directory of mc-lan/ProxyCLIP")
@@ -111,6 +129,7 @@ def main() -> None:
     weights = harness.random_openai_clip(SEED)
     clip_path = harness.save_weights(weights, work / "clip.pt")
     dino_weights = harness.random_dino(DINO_SEED, DINO_PERTURBATION)
+    sam_weights = harness.random_sam(SAM_SEED)
     protocol = load_protocol("proxyclip")
 
     reference.install_stubs()
@@ -127,31 +146,33 @@ def main() -> None:
     proxyclip_segmentor.create_model = lambda *_, **__: open_clip.load_openai_model(
         str(clip_path), precision="fp32", device="cpu")
     torch.hub.load = dino_factory(dino_source, dino_weights)
+    proxyclip_segmentor.sam_model_registry = sam_factory(sam_weights)
     torch.Tensor.half = lambda self, *_, **__: self
     nn.Module.half = lambda self: self
 
-    def segmentor(names_file: Path, **settings: Any):
-        return proxyclip_segmentor.ProxyCLIPSegmentation("openai", "ViT-B/16", "dino", str(names_file),
+    def segmentor(names_file: Path, vfm: str = "dino", **settings: Any):
+        return proxyclip_segmentor.ProxyCLIPSegmentation("openai", "ViT-B/16", vfm, str(names_file),
                                                          device="cpu", **settings)
 
     arrays: dict[str, np.ndarray] = {}
     cases = []
     names_file = work / "cls_plain.txt"
     names_file.write_text("\n".join(line.replace(", ", "; ") for line in harness.CLASS_LINES) + "\n")
-    plain = segmentor(names_file)
+    plain = {"dino": segmentor(names_file), "sam": segmentor(names_file, "sam")}
     for case, (seed, shape) in DENSE_CASES.items():
+        vfm = "sam" if case.endswith("_sam") else "dino"
         crops = harness.crop_batch(seed, shape)
         if shape[0] % 56 or shape[1] % 56:
-            logits = torch.cat([plain.forward_slide(crop[None], [{"ori_shape": shape}], stride=shape, crop_size=shape)
-                                for crop in crops])
+            logits = torch.cat([plain[vfm].forward_slide(crop[None], [{"ori_shape": shape}], stride=shape,
+                                                         crop_size=shape) for crop in crops])
             how = "forward_slide(crop, one window of the crop's size): centre padding to 56, scores cut back"
         else:
-            logits = torch.cat([plain.forward_feature(crop[None]) for crop in crops])
+            logits = torch.cat([plain[vfm].forward_feature(crop[None]) for crop in crops])
             how = "forward_feature(crop): cosines on the DINO grid, bilinear to the crop"
         logits = logits.float()
         arrays[case] = logits[..., ::SUBSAMPLE, ::SUBSAMPLE].numpy()
         cases.append({"case": case, "kind": "dense", "seed": seed, "shape": list(shape), "count": crops.shape[0],
-                      "classes": "CLASS_LINES", "subsample": SUBSAMPLE, "reference": how,
+                      "classes": "CLASS_LINES", "subsample": SUBSAMPLE, "reference": how, "vfm": vfm,
                       "classes_predicted": int(len(np.unique(logits.argmax(1).numpy())))})
 
     for case, (benchmark, lines, seed, size, short) in WHOLE_CASES.items():
@@ -162,7 +183,8 @@ def main() -> None:
                                     "slide_crop": spec.inference.crop, "slide_stride": spec.inference.stride}
         if spec.background.rule == "prob_thd":
             settings["prob_thd"] = spec.background.value
-        model = segmentor(names_file, **settings)
+        vfm = "sam" if case.endswith("_sam") else "dino"
+        model = segmentor(names_file, vfm, **settings)
         image = harness.whole_image(seed, size)
         inputs = resized_input(image, spec)
         sample = model.predict(inputs, [reference.sample(size)])[0]
@@ -170,7 +192,7 @@ def main() -> None:
         arrays[case] = prediction
         arrays[f"{case}_ties"] = harness.decision_ties(sample.seg_logits.data, settings.get("prob_thd"))
         cases.append({"case": case, "kind": "whole", "benchmark": benchmark, "seed": seed, "size": list(size),
-                      "resized": list(inputs.shape[-2:]), "short": short, "settings": settings,
+                      "resized": list(inputs.shape[-2:]), "short": short, "settings": settings, "vfm": vfm,
                       "reference": "ProxyCLIPSegmentation.predict(resized image) -> pred_sem_seg",
                       "ties_from": "postprocess_result's seg_logits (class probabilities)",
                       "classes_predicted": int(len(np.unique(prediction))),
@@ -184,6 +206,8 @@ def main() -> None:
                     "sha256": harness.weights_digest(weights), "keys": list(weights)},
         "dino_weights": {"seed": DINO_SEED, "perturbation": DINO_PERTURBATION, "config": harness.DINO_CONFIG,
                          "sha256": harness.weights_digest(dino_weights), "keys": list(dino_weights)},
+        "sam_weights": {"seed": SAM_SEED, "perturbation": harness.PERTURBATION, "config": harness.SAM_CONFIG,
+                        "sha256": harness.weights_digest(sam_weights), "keys": list(sam_weights)},
         "reference_did": REFERENCE_DID,
         "reference_quirks": [
             "custom_attn takes mean(S) over its whole batch tensor; the reference runs one crop at a time, so it is "
