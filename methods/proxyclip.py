@@ -74,25 +74,29 @@ def proxy_attention_weights(proxy: Tensor, beta: float, gamma: float) -> Tensor:
         return similarity.softmax(dim=-1)
 
 
-def proxy_last_block(block: nn.Module, x: Tensor, clip_grid: tuple[int, int], weights: Tensor,
-                     proxy_grid: tuple[int, int]) -> Tensor:
+def proxy_last_block(block: nn.Module, x: Tensor, clip_grid: tuple[int, int], proxy: Tensor, beta: float,
+                     gamma: float) -> Tensor:
     """The last block's output: the proxy attention over CLIP's values, out-projected (no residual, no FFN).
 
     Args:
         block: CLIP's last ResidualAttentionBlock.
         x: tokens entering it [B, 1 + h*w, D] (h, w = clip_grid).
-        weights: [B, N, N] from `proxy_attention_weights`, N = proxy_grid's area.
+        proxy: the VFM's features [B, C, I, J]; their affinity maps are made one crop at a time, so that memory
+            holds one [N, N] map (N = I*J: 4096 for SAM's 64 x 64 grid) whatever the batch.
     Returns:
         [B, N, D] tokens on the proxy grid.
     """
+    proxy_grid = (proxy.shape[-2], proxy.shape[-1])
     attn = block.attn
     normed = layer_norm(block.ln_1, x)
     dim = normed.shape[-1]
     values = F.linear(normed, attn.in_proj_weight[2 * dim:], attn.in_proj_bias[2 * dim:])[:, 1:]
     values = values.transpose(1, 2).reshape(x.shape[0], dim, clip_grid[0], clip_grid[1])
     values = F.interpolate(values, size=proxy_grid, mode="bilinear", align_corners=False)
+    values = values.float().flatten(2).transpose(1, 2)
     with torch.autocast(x.device.type, enabled=False):
-        attended = torch.bmm(weights, values.float().flatten(2).transpose(1, 2))
+        attended = torch.cat([torch.bmm(proxy_attention_weights(proxy[i:i + 1], beta, gamma), values[i:i + 1])
+                              for i in range(x.shape[0])])
     return block.ls_1(attn.out_proj(attended.to(x.dtype)))
 
 
@@ -146,12 +150,12 @@ class ProxyCLIP(ClipBaseline):
         left, right, top, bottom = center_padding(height, width, self.options["pad_multiple"])
         padded = F.pad(crops, (left, right, top, bottom)) if any((left, right, top, bottom)) else crops
         proxy = self.vfm.patch_features(self.vfm.renormalised(padded, *self.crop_normalisation))
-        weights = proxy_attention_weights(proxy, self.options["beta"], self.options["gamma"])
         tokens, clip_grid = embed_patches(visual, padded, TOWER.position_rule)
         for block in visual.transformer.resblocks[:-1]:
             tokens = clip_block(block, tokens, TOWER)
         proxy_grid = (proxy.shape[-2], proxy.shape[-1])
-        x = proxy_last_block(visual.transformer.resblocks[-1], tokens, clip_grid, weights, proxy_grid)
+        x = proxy_last_block(visual.transformer.resblocks[-1], tokens, clip_grid, proxy, self.options["beta"],
+                             self.options["gamma"])
         features = (layer_norm(visual.ln_post, x) @ visual.proj).float()
         unit = (features / features.norm(dim=-1, keepdim=True)).reshape(x.shape[0], *proxy_grid, -1)
         if padded is crops:
