@@ -6,7 +6,9 @@ What the reference computes (MICV-yonsei/CASS@228ecdd, cass_segmentor.py CASS_se
   and s = (0.229, 0.224, 0.255) (the blue 0.255, not 0.225, is the repository's), times 255, cast to uint8, resized
   by PIL to a square of the crop's short side (a no-op for square crops), then ToTensor and ImageNet's
   Normalize, cut to a multiple of 8 at the top left, for DINO ViT-B/8 (dino/dino_attention.py), whose last block's
-  keys (qkv on norm1(x), class token dropped) enter CLIP's last block;
+  keys (qkv on norm1(x), class token dropped) enter CLIP's last block; with dino_type 'dinov2_vitb14' (DINOv2
+  ViT-B/14 with registers, dinov2/dino_attention.py) the square image is first resized to 518 x 518 (PIL
+  bilinear) and the class and register tokens are dropped;
 - CLIP's blocks unchanged up to the last; the last block is attention alone (methods/cass_spectral.py); ln_post
   and proj on every patch token; x_last = the full last block's class token, ln_post, proj;
 - the global vector: the whole resized image through the unchanged CLIP (class token; encode_image(...,
@@ -66,6 +68,7 @@ INVERSE_STD = (0.229, 0.224, 0.255)
 DINO_MEAN = (0.485, 0.456, 0.406)  # dino/dino_attention.py Normalize
 DINO_STD = (0.229, 0.224, 0.225)
 TOP_PATCHES = 2  # cass_segmentor.py _compute_topk_similarities(k=2)
+DINOV2_INPUT = 518  # dinov2/dino_attention.py Dinov2SelfAttention(image_size=(518, 518)): Resize((518, 518)) first
 PER_BENCHMARK = ("global_semantics_weight", "mean_vector_weight", "h_threshold", "eigenscaling", "global_from_crop")
 
 
@@ -82,8 +85,9 @@ class CassCrops:
     dino_grid: tuple[int, int]
 
 
-def dino_input(crop: Tensor, patch: int) -> Tensor:
-    """One CLIP-normalised crop [3, h, w] -> DINO's input [3, v', v'] as the reference builds it (see the module)."""
+def dino_input(crop: Tensor, patch: int, resize_to: int | None = None) -> Tensor:
+    """One CLIP-normalised crop [3, h, w] -> DINO's input [3, v', v'] as the reference builds it (see the module);
+    `resize_to`: DINOv2's path, which resizes the square image to 518 x 518 (PIL bilinear) before ToTensor."""
     mean = torch.as_tensor([-m / s for m, s in zip(INVERSE_MEAN, INVERSE_STD, strict=True)], dtype=crop.dtype)
     std = torch.as_tensor([1 / s for s in INVERSE_STD], dtype=crop.dtype)
     restored = (crop.cpu() - mean[:, None, None]) / std[:, None, None]
@@ -91,6 +95,9 @@ def dino_input(crop: Tensor, patch: int) -> Tensor:
     side = min(pixels.shape[:2])
     if pixels.shape[0] != pixels.shape[1]:
         pixels = np.asarray(Image.fromarray(pixels).resize((side, side)))
+    if resize_to is not None:
+        side = resize_to
+        pixels = np.asarray(Image.fromarray(pixels).resize((side, side), Image.BILINEAR))
     image = torch.from_numpy(pixels.copy()).permute(2, 0, 1).float().div(255)
     image = (image - torch.as_tensor(DINO_MEAN)[:, None, None]) / torch.as_tensor(DINO_STD)[:, None, None]
     kept = side - side % patch
@@ -203,7 +210,8 @@ class CASS(ClipBaseline):
         crop_vectors = (layer_norm(visual.ln_post, last) @ visual.proj).float()
         crop_vectors = crop_vectors / crop_vectors.norm(dim=-1, keepdim=True)
         patch = self.vfm.patch_size[0]
-        dino_images = torch.stack([dino_input(crop, patch) for crop in crops])
+        resize_to = DINOV2_INPUT if self.vfm.config["family"] == "dinov2" else None
+        dino_images = torch.stack([dino_input(crop, patch, resize_to) for crop in crops])
         dino_keys, dino_grid = self.vfm.last_block_keys(dino_images)
         return CassCrops(tokens, grid, crop_vectors, torch.stack(list(contexts)).float(), dino_keys, dino_grid)
 

@@ -318,12 +318,19 @@ DINOV2_CONFIG = {
 }
 
 
-def random_dinov2_official(seed: int, perturbation: float = PERTURBATION) -> dict[str, Tensor]:
+# CASS pairs DINOv2's heads with CLIP's: 2 heads of 64, as the fixture CLIP's.
+CASS_DINOV2_CONFIG = {**DINOV2_CONFIG, "timm_kwargs": {"embed_dim": 128, "depth": 2, "num_heads": 2},
+                      "source": "tests/parity/harness.py: dinov2_vitb14_reg's layout, 128 wide, 2 heads, 2 blocks"}
+
+
+def random_dinov2_official(
+    seed: int, perturbation: float = PERTURBATION, config: dict[str, Any] | None = None
+) -> dict[str, Tensor]:
     """The fixture DINOv2's weights in DINOv2's own layout (register_tokens, mask_token, a position for the class
     token), drawn key by key: what dinov2_vitb14_reg4_pretrain.pth holds, at the fixture's size."""
     from methods.vfm_backbone import build_vfm
 
-    timm_shapes = {key: tuple(value.shape) for key, value in build_vfm(DINOV2_CONFIG).state_dict().items()}
+    timm_shapes = {key: tuple(value.shape) for key, value in build_vfm(config or DINOV2_CONFIG).state_dict().items()}
     width = timm_shapes["cls_token"][-1]
     shapes = {"cls_token": (1, 1, width), "pos_embed": (1, 1 + timm_shapes["pos_embed"][1], width),
               "register_tokens": timm_shapes["reg_token"], "mask_token": (1, width)}

@@ -50,15 +50,22 @@ def replayed_pairings(monkeypatch):
 
 @pytest.fixture(scope="module")
 def method_options(tmp_path_factory: pytest.TempPathFactory):
+    """The method's options per vision model of the fixture (dino_type "dino_vitb8", "dinov2_vitb14")."""
     folder = tmp_path_factory.mktemp("cass")
-    recorded = META["dino_weights"]
-    dino = harness.random_dino(recorded["seed"], recorded["perturbation"], recorded["config"])
-    config, dino_file = checks.rebuilt_vfm_files(recorded, dino, harness.CASS_DINO_CONFIG, folder)
     recipe = META["weights"]
     keys = ("seed", "vision_layers", "perturbation", "query_key_scale", "last_out_proj_scale")
-    weights = harness.sharpened_deep_clip(*(recipe[key] for key in keys))
-    return {"model": None, "pretrained": str(checks.rebuilt_weights_file(META, folder, weights)), "vfm": str(config),
-            "vfm_weights": str(dino_file), "text_cache": False, "seed": META["random_seed"]}
+    clip = str(checks.rebuilt_weights_file(META, folder, harness.sharpened_deep_clip(*(recipe[key] for key in keys))))
+    options = {}
+    for dino_type, name, draw, config in (
+        ("dino_vitb8", "dino_weights", harness.random_dino, harness.CASS_DINO_CONFIG),
+        ("dinov2_vitb14", "dinov2_weights", harness.random_dinov2_official, harness.CASS_DINOV2_CONFIG),
+    ):
+        recorded = META[name]
+        weights = draw(recorded["seed"], recorded["perturbation"], recorded["config"])
+        config_file, weights_file = checks.rebuilt_vfm_files(recorded, weights, config, folder / dino_type)
+        options[dino_type] = {"model": None, "pretrained": clip, "vfm": str(config_file),
+                              "vfm_weights": str(weights_file), "text_cache": False, "seed": META["random_seed"]}
+    return options
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +77,7 @@ def protocol():
 def test_dense_scores_equal_the_references(case, method_options, protocol, replayed_pairings):
     use, state = replayed_pairings
     use(case["case"])
-    method = CASS(**method_options)
+    method = CASS(**method_options[case["dino_type"]])
     names = harness.class_names(case["classes"])
     spec = fixture_spec(protocol, case["benchmark"], names, short=case["short"])
     method.setup(protocol, spec)
@@ -88,7 +95,7 @@ def test_whole_image_predictions_through_the_engine_equal_the_references(case, m
                                                                          replayed_pairings):
     use, state = replayed_pairings
     use(case["case"])
-    method = CASS(**method_options)
+    method = CASS(**method_options[case["dino_type"]])
     spec = fixture_spec(protocol, case["benchmark"], harness.class_names(case["classes"]), short=case["short"])
     image = harness.whole_image(case["seed"], tuple(case["size"]))
     ours = engine_label_map(method, protocol, spec, protocol.text, image)

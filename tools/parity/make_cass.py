@@ -21,6 +21,7 @@ its own DINO (dino/vision_transformer.py, dino/dino_attention.py):
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import types
@@ -50,6 +51,7 @@ WEIGHTS = {"vision_layers": 3, "perturbation": 0.5, "query_key_scale": 8.0, "las
 CLASS_LINES = ["floor", "book", "tree, plant", "sofa", "window", "horse, flower"]
 BACKGROUND_CLASS_LINES = ["floor, window, wall", "book", "tree", "sofa, cup", "plant", "horse"]
 DINO_SEED = 8
+DINOV2_SEED = 9
 DINO_PERTURBATION = 0.5
 RANDOM_SEED = 42  # configs/base_config.py randomness=dict(seed=42)
 SUBSAMPLE = 8
@@ -60,12 +62,14 @@ DENSE_CASES = {
     "crops_context59": ("context59", 11, (260, 380), 224, [(0, 0, 224), (0, 103, 224)]),
     "crops_voc20": ("voc20", 12, (300, 300), 224, [(0, 0, 224)]),  # eigenscaling off
     "crops_cityscapes": ("cityscapes", 13, (240, 480), 224, [(0, 224, 224)]),  # the crop's own class token
+    "crops_context59_dinov2": ("context59", 7, (260, 380), 224, [(0, 0, 224), (0, 103, 224)]),  # dino_type dinov2
 }
 # case: (benchmark of the cass protocol, class lines, image seed, original size, short side)
 WHOLE_CASES = {
     "whole_voc21": ("voc21", BACKGROUND_CLASS_LINES, 1, (300, 420), 224),  # whole image, non-square
     "whole_context59": ("context59", CLASS_LINES, 7, (260, 380), 224),
     "whole_cityscapes": ("cityscapes", CLASS_LINES, 6, (240, 480), 224),
+    "whole_context59_dinov2": ("context59", CLASS_LINES, 7, (260, 380), 224),
 }
 
 REFERENCE_DID = (
@@ -73,7 +77,11 @@ REFERENCE_DID = (
     "fixture weights), float32 on the CPU. DinoSelfAttention's vits.vit_base replaced by the repository's own "
     "dino/vision_transformer.VisionTransformer(patch_size=8, embed_dim=128, depth=2, num_heads=2, qkv_bias=True, "
     "LayerNorm eps 1e-6, num_classes=0) and its torch.hub.load_state_dict_from_url by the fixture's DINO weights "
-    "(strict). Tensor.to('cuda') served on the CPU (clip.tokenize(...).to('cuda')); Tensor.half and Module.half made "
+    "(strict). Cases *_dinov2 (dino_type='dinov2_vitb14'): Dinov2SelfAttention's vit_base replaced by the "
+    "repository's own dinov2 DinoVisionTransformer at 128 wide, 2 heads, 2 blocks (patch 14, img_size 518, "
+    "init_values 1.0, 4 register tokens), loading the fixture's DINOv2 weights (DINOv2's own layout) from "
+    "dinov2_vitb14_reg4_pretrain.pth in the working folder. Tensor.to('cuda') served on the CPU "
+    "(clip.tokenize(...).to('cuda')); Tensor.half and Module.half made "
     "no-ops: float32 throughout. torch.manual_seed(42) before every forward_feature call (per crop). "
     "CASS_segmentor(arch='reduced', attn_strategy='spectral', gaussian_std=5, pamr_steps=0, logit_scale=40, "
     "dataset=./configs/cfg_<dataset>.py with that config's global_semantics_weight, mean_vector_weight, "
@@ -94,6 +102,28 @@ def dataset_settings(benchmark: str) -> dict[str, Any]:
     if "prob_thd" in per:
         settings["prob_thd"] = per["prob_thd"]
     return settings
+
+
+def patch_dinov2(dinov2_weights: dict[str, torch.Tensor], folder: Path) -> None:
+    """Dinov2SelfAttention builds `vit_base(patch_size=14, img_size=518, init_values=1.0, num_register_tokens=4,
+    block_chunks=0)` and loads 'dinov2_vitb14_reg4_pretrain.pth' from the working folder: here the repository's own
+    DinoVisionTransformer at the fixture's width and depth, and the fixture's DINOv2 weights saved under that name
+    in `folder` (the working folder while segmentors are built)."""
+    import dinov2.dino_attention as dinov2_attention  # the repository's, from the checkout
+    from dinov2.layers import MemEffAttention
+    from dinov2.layers import NestedTensorBlock as Block
+    from dinov2.models.vision_transformer import DinoVisionTransformer
+
+    config = harness.CASS_DINOV2_CONFIG["timm_kwargs"]
+
+    def small_vit(patch_size: int = 16, num_register_tokens: int = 0, **kwargs: Any) -> nn.Module:
+        return DinoVisionTransformer(patch_size=patch_size, embed_dim=config["embed_dim"], depth=config["depth"],
+                                     num_heads=config["num_heads"], mlp_ratio=4,
+                                     block_fn=partial(Block, attn_class=MemEffAttention),
+                                     num_register_tokens=num_register_tokens, **kwargs)
+
+    dinov2_attention.vit_base = small_vit
+    torch.save(dinov2_weights, folder / "dinov2_vitb14_reg4_pretrain.pth")
 
 
 def patch_reference(dino_weights: dict[str, torch.Tensor]) -> Any:
@@ -149,15 +179,23 @@ def main() -> None:
     weights = harness.sharpened_deep_clip(SEED, **WEIGHTS)
     clip_path = harness.save_weights(weights, work / "clip.pt")
     dino_weights = harness.random_dino(DINO_SEED, DINO_PERTURBATION, harness.CASS_DINO_CONFIG)
+    dinov2_weights = harness.random_dinov2_official(DINOV2_SEED, DINO_PERTURBATION, harness.CASS_DINOV2_CONFIG)
     protocol = load_protocol("cass")
 
     reference.install_stubs()
     source = reference.checkout(args.repo, args.commit)
     module = patch_reference(dino_weights)
+    patch_dinov2(dinov2_weights, work)
 
-    def segmentor(names_file: Path, benchmark: str, **settings: Any):
-        model = module.CASS_segmentor(str(clip_path), str(names_file), device="cpu", pamr_steps=0,
-                                      dataset=f"./configs/cfg_{DATASET_CONFIG[benchmark]}.py", **settings)
+    def segmentor(names_file: Path, benchmark: str, dino_type: str = "dino_vitb8", **settings: Any):
+        here = os.getcwd()
+        os.chdir(work)  # Dinov2SelfAttention reads its weights file from the working folder
+        try:
+            model = module.CASS_segmentor(str(clip_path), str(names_file), device="cpu", pamr_steps=0,
+                                          dataset=f"./configs/cfg_{DATASET_CONFIG[benchmark]}.py", dino_type=dino_type,
+                                          **settings)
+        finally:
+            os.chdir(here)
         forward_feature = model.forward_feature
 
         def seeded(*inputs: Any, **keywords: Any):
@@ -175,7 +213,8 @@ def main() -> None:
         names_file.write_text("\n".join(CLASS_LINES))
         settings = dataset_settings(benchmark)
         settings.pop("prob_thd", None)
-        model = segmentor(names_file, benchmark, **settings)
+        dino_type = "dinov2_vitb14" if case.endswith("_dinov2") else "dino_vitb8"
+        model = segmentor(names_file, benchmark, dino_type, **settings)
         image = resized_input(harness.whole_image(seed, size), spec)
         whole = None if benchmark == "cityscapes" else image
         ASSIGNMENTS.clear()
@@ -185,6 +224,7 @@ def main() -> None:
         arrays[f"{case}_assignments"] = np.stack(ASSIGNMENTS)
         cases.append({"case": case, "kind": "dense", "benchmark": benchmark, "seed": seed, "size": list(size),
                       "short": short, "windows": [list(window) for window in windows], "settings": settings,
+                      "dino_type": dino_type,
                       "classes": CLASS_LINES, "subsample": SUBSAMPLE,
                       "reference": "forward_feature(crop, whole image or None): bilinear to the crop",
                       "classes_predicted": int(len(np.unique(logits.argmax(1).numpy())))})
@@ -196,7 +236,8 @@ def main() -> None:
         settings: dict[str, Any] = {**dataset_settings(benchmark), "logit_scale": spec.method_settings["logit_scale"],
                                     "slide_crop": spec.inference.crop if spec.inference.mode == "slide" else 0,
                                     "slide_stride": spec.inference.stride or 112}
-        model = segmentor(names_file, benchmark, **settings)
+        dino_type = "dinov2_vitb14" if case.endswith("_dinov2") else "dino_vitb8"
+        model = segmentor(names_file, benchmark, dino_type, **settings)
         inputs = resized_input(harness.whole_image(seed, size), spec)
         ASSIGNMENTS.clear()
         sample = model.predict(inputs, [reference.sample(size)])[0]
@@ -206,6 +247,7 @@ def main() -> None:
         arrays[f"{case}_ties"] = harness.decision_ties(sample.seg_logits.data.float(), settings.get("prob_thd"))
         cases.append({"case": case, "kind": "whole", "benchmark": benchmark, "seed": seed, "size": list(size),
                       "resized": list(inputs.shape[-2:]), "short": short, "settings": settings, "classes": lines,
+                      "dino_type": dino_type,
                       "reference": "CASS_segmentor.predict(resized image) -> pred_sem_seg",
                       "ties_from": "postprocess_result's seg_logits (class probabilities)",
                       "classes_predicted": int(len(np.unique(prediction))),
@@ -218,6 +260,9 @@ def main() -> None:
                               "query_key_scale, last_out_proj_scale)"},
         "dino_weights": {"seed": DINO_SEED, "perturbation": DINO_PERTURBATION, "config": harness.CASS_DINO_CONFIG,
                          "sha256": harness.weights_digest(dino_weights), "keys": list(dino_weights)},
+        "dinov2_weights": {"seed": DINOV2_SEED, "perturbation": DINO_PERTURBATION,
+                           "config": harness.CASS_DINOV2_CONFIG, "sha256": harness.weights_digest(dinov2_weights),
+                           "keys": list(dinov2_weights)},
         "random_seed": RANDOM_SEED,
         "reference_did": REFERENCE_DID,
         "reference_quirks": [
