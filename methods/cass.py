@@ -54,10 +54,9 @@ from torch import Tensor
 from benchmark.errors import BenchmarkError
 from benchmark.registry import register_method
 from methods.cass_spectral import spectral_last_block
-from methods.clip_baseline import ClipBaseline
 from methods.clip_dense import DenseRecipe, check_supported, clip_block, embed_patches, layer_norm
 from methods.clip_text import TextBank
-from methods.vfm_backbone import VfmBackbone, load_vfm
+from methods.vfm_method import VfmClipMethod
 
 if TYPE_CHECKING:
     from benchmark.protocol import BenchmarkSpec, Protocol
@@ -154,7 +153,7 @@ def _flag(value: Any, key: str, where: str) -> bool:
 
 
 @register_method()
-class CASS(ClipBaseline):
+class CASS(VfmClipMethod):
     """CASS (Kim et al., CVPR 2025): DINO's spectral graphs in CLIP's last attention; object-presence prior."""
 
     name = "cass"
@@ -168,8 +167,7 @@ class CASS(ClipBaseline):
         if isinstance(options["seed"], bool) or not isinstance(options["seed"], int):
             raise BenchmarkError(f"cass option seed must be an integer, got {options['seed']!r}")
         self.settings = {key: self._benchmark_value(key, {}, None) for key in PER_BENCHMARK}
-        self.vfm: VfmBackbone = load_vfm(options["vfm"], options["vfm_weights"], self.weights_root)
-        self.vfm_net = self.vfm.model
+        self.load_vision_model()
         self._clusters: dict[tuple, np.ndarray] = {}
 
     def _benchmark_value(self, key: str, settings: dict[str, Any], dataset: str | None) -> Any:
@@ -249,11 +247,3 @@ class CASS(ClipBaseline):
     @torch.no_grad()
     def predict_masks(self, crops: Tensor, bank: TextBank, contexts: list[Tensor] | None = None) -> Tensor:
         return self.score(self.encode_crops(crops, contexts), bank)
-
-    def config(self) -> dict[str, Any]:
-        config = super().config()
-        config["vfm"] = {"name": self.vfm.name, "config": self.vfm.config, "weights_sha256": self.vfm.weights_sha256}
-        return config
-
-    def backbone(self) -> str | None:
-        return f"{self.clip.describe()} + {self.vfm.describe()}"

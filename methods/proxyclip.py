@@ -43,9 +43,8 @@ from torch import Tensor, nn
 
 from benchmark.errors import BenchmarkError
 from benchmark.registry import register_method
-from methods.clip_baseline import ClipBaseline
 from methods.clip_dense import CropFeatures, DenseRecipe, check_supported, clip_block, embed_patches, layer_norm
-from methods.vfm_backbone import VfmBackbone, load_vfm
+from methods.vfm_method import VfmClipMethod
 
 if TYPE_CHECKING:
     from benchmark.protocol import BenchmarkSpec, Protocol
@@ -117,7 +116,7 @@ def center_padding(height: int, width: int, multiple: int) -> tuple[int, int, in
 
 
 @register_method()
-class ProxyCLIP(ClipBaseline):
+class ProxyCLIP(VfmClipMethod):
     """ProxyCLIP (Lan et al., ECCV 2024): CLIP's last attention from a vision foundation model's affinities."""
 
     name = "proxyclip"
@@ -132,8 +131,7 @@ class ProxyCLIP(ClipBaseline):
         multiple = options["pad_multiple"]
         if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
             raise BenchmarkError(f"proxyclip option pad_multiple must be a positive integer, got {multiple!r}")
-        self.vfm: VfmBackbone = load_vfm(options["vfm"], options["vfm_weights"], self.weights_root)
-        self.vfm_net = self.vfm.model
+        self.load_vision_model()
         self.crop_normalisation = (CLIP_MEAN, CLIP_STD)  # until setup() reads the benchmark's
 
     def setup(self, protocol: Protocol, benchmark: BenchmarkSpec) -> None:
@@ -161,11 +159,3 @@ class ProxyCLIP(ClipBaseline):
         if padded is crops:
             return CropFeatures(unit, (height, width))
         return CropFeatures(unit, (height, width), tuple(padded.shape[-2:]), (top, left))
-
-    def config(self) -> dict[str, Any]:
-        config = super().config()
-        config["vfm"] = {"name": self.vfm.name, "config": self.vfm.config, "weights_sha256": self.vfm.weights_sha256}
-        return config
-
-    def backbone(self) -> str | None:
-        return f"{self.clip.describe()} + {self.vfm.describe()}"
