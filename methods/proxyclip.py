@@ -8,7 +8,8 @@ What the reference computes (mc-lan/ProxyCLIP@e7b767f, proxyclip_segmentor.py an
   normalised with ImageNet's for the vision model (VFM): DINO ViT-B/8 by default (configs/base_config.py
   vfm_model='dino', torch.hub dino_vitb8), whose proxy features are get_intermediate_layers(x)[0][:, 1:] (the last
   block after the final norm); DINOv2 ViT-B/14 with registers (vfm_model='dinov2') the same through
-  get_intermediate_layers.
+  get_intermediate_layers; SAM ViT-B (vfm_model='sam'): the image encoder's output on the crop resized to
+  1024 x 1024 (64 x 64 tokens).
 - VisionTransformer.forward(ex_feats): CLIP's blocks unchanged up to the last, whose output is custom_attn alone
   (no residual, no feed-forward): S = cosines of the L2-normalised proxy features [N_vfm, N_vfm];
   S = (S - mean(S) * beta) * gamma with beta 1.2, gamma 3.0; entries below 0 set to -inf; softmax over keys, one
@@ -23,7 +24,10 @@ the VFM grid and `score` (ClipBaseline's) takes their cosines; both share the en
 
 Decided here, where the reference does not meet the input or cannot be followed:
 - crops normalised otherwise than with CLIP's mean/std (tcl8: ImageNet's) are un-normalised with the protocol's
-  values, which `setup` reads; a crop's pixels, not its normalisation, reach the VFM.
+  values, which `setup` reads; a crop's pixels, not its normalisation, reach the VFM. This is the one thing
+  `encode_crops` takes from `setup`: it describes the crops themselves, and benchmarks that share crops share
+  their image settings (the engine checks), so shared passes stay exact.
+- the affinity maps are made one crop at a time (`proxy_last_block`): a batch holds one N x N map.
 - mean(S) is taken over each crop's own map: the reference runs one crop at a time (batch 1), where the mean over
   its batch tensor is that crop's mean.
 - non-square crops: the reference reshapes CLIP's values with the grid's sides swapped and the VFM features with
