@@ -40,6 +40,7 @@ from methods.clip_backbone import (
     KnownWeights,
     WeightsError,
     checked_sha256,
+    is_torchscript_archive,
     load_strict,
     read_weights,
     resolve_weights_file,
@@ -205,10 +206,10 @@ def load_vfm(
     root = paths.weights_root(weights_root)
     path, known = resolve_weights_file(name, pretrained, root, known_vfm_weights())
     sha256 = checked_sha256(path, known)
-    state_dict, is_archive = read_weights(path)
-    if is_archive:
-        raise WeightsError(f"{path} is a TorchScript archive; vision model weights load only from state dicts "
-                           "(torch.save(model.state_dict(), path))")
+    if is_torchscript_archive(path):  # before reading: loading an archive runs code from it
+        raise WeightsError(f"{path} is a TorchScript archive, and loading one runs code from it; vision model weights "
+                           "load only from state dicts (torch.save(model.state_dict(), path) on a machine you trust)")
+    state_dict, _ = read_weights(path)
     if known is not None and known.sha256 is None:
         warnings.warn(f"{path}: sha256 {sha256} is not pinned in {KNOWN_VFM_WEIGHTS_FILE.name} (the official "
                       f"download publishes none); compare it with a copy you trust from {known.url}", stacklevel=2)

@@ -55,7 +55,7 @@ def test_pinned_digest_mismatch_and_unpinned_warning(tiny_vfm, tmp_path, monkeyp
     assert loaded.weights_sha256 is not None and len(loaded.weights_sha256) == 64
 
 
-def test_truncated_pickled_and_wrong_files_are_refused(tiny_vfm, tmp_path):
+def test_truncated_pickled_and_wrong_files_are_refused(tiny_vfm, tmp_path, monkeypatch):
     config, weights = tiny_vfm
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(weights.read_bytes()[:1000])
@@ -65,6 +65,11 @@ def test_truncated_pickled_and_wrong_files_are_refused(tiny_vfm, tmp_path):
     evil.write_bytes(pickle.dumps(print))  # a pickle that imports a callable
     with pytest.raises(WeightsError, match="evil.pth"):
         load_vfm(str(config), str(evil))
+    archive = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(archive))
+    monkeypatch.setattr(torch.jit, "load", lambda *_, **__: pytest.fail("the archive was loaded (runs its code)"))
+    with pytest.raises(WeightsError, match="scripted.pt is a TorchScript archive"):
+        load_vfm(str(config), str(archive))
     other = dict(TINY_VFM_CONFIG, timm_kwargs={"img_size": 32, "embed_dim": 64, "depth": 2, "num_heads": 2})
     wrong = tmp_path / "wider.pth"
     torch.save(build_vfm(other).state_dict(), wrong)
