@@ -80,18 +80,31 @@ def resize_positional_embedding(
     height, width = target_grid
     if height * width == source_grid[0] * source_grid[1]:
         return positional
+    if rule not in POSITION_RULES:
+        raise ValueError(f"position rule must be one of {POSITION_RULES}, got {rule!r}")
     dim = positional.shape[-1]
     grid = positional[1:].reshape(1, source_grid[0], source_grid[1], dim).permute(0, 3, 1, 2)
-    if rule == "scale_factor":
-        factors = ((height + 0.1) / source_grid[0], (width + 0.1) / source_grid[1])
-        grid = F.interpolate(grid, scale_factor=factors, mode="bicubic", align_corners=False)
-    elif rule == "size":
-        grid = F.interpolate(grid, size=(height, width), mode="bicubic", align_corners=False)
+    grid = resample_position_grid(grid, target_grid, 0.1 if rule == "scale_factor" else 0.0)
+    return torch.cat([positional[:1], grid.permute(0, 2, 3, 1).reshape(height * width, dim)])
+
+
+def resample_position_grid(
+    grid: Tensor, target_grid: tuple[int, int], offset: float, antialias: bool = False
+) -> Tensor:
+    """[1, D, S_h, S_w] -> [1, D, h, w], bicubic, align_corners=False.
+
+    offset > 0: scale_factor=(h + offset) / S_h (DINO's trick; torch maps output to input coordinates with that
+    factor, not with h / S_h); offset 0: size=(h, w).
+    """
+    height, width = target_grid
+    if offset:
+        factors = ((height + offset) / grid.shape[-2], (width + offset) / grid.shape[-1])
+        grid = F.interpolate(grid, scale_factor=factors, mode="bicubic", align_corners=False, antialias=antialias)
     else:
-        raise ValueError(f"position rule must be one of {POSITION_RULES}, got {rule!r}")
+        grid = F.interpolate(grid, size=(height, width), mode="bicubic", align_corners=False, antialias=antialias)
     if tuple(grid.shape[-2:]) != (height, width):
         raise RuntimeError(f"positional embedding resized to {tuple(grid.shape[-2:])}, expected {(height, width)}")
-    return torch.cat([positional[:1], grid.permute(0, 2, 3, 1).reshape(height * width, dim)])
+    return grid
 
 
 def check_supported(visual: nn.Module) -> None:

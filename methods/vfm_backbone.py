@@ -45,6 +45,7 @@ from methods.clip_backbone import (
     read_weights,
     resolve_weights_file,
 )
+from methods.clip_dense import resample_position_grid
 
 CONFIG_DIR = Path(__file__).with_name("vfm_configs")
 KNOWN_VFM_WEIGHTS_FILE = Path(__file__).with_name("vfm_weights.yaml")
@@ -143,13 +144,7 @@ class VfmBackbone:
             return embedding
         patches = embedding[:, prefix:].reshape(1, trained[0], trained[1], -1).permute(0, 3, 1, 2)
         rule = self.config["position_rule"]
-        if rule["offset"]:
-            factors = ((grid[0] + rule["offset"]) / trained[0], (grid[1] + rule["offset"]) / trained[1])
-            resized = F.interpolate(patches, scale_factor=factors, mode="bicubic", antialias=rule["antialias"])
-        else:
-            resized = F.interpolate(patches, size=grid, mode="bicubic", antialias=rule["antialias"])
-        if tuple(resized.shape[-2:]) != grid:
-            raise RuntimeError(f"positional embedding resized to {tuple(resized.shape[-2:])}, expected {grid}")
+        resized = resample_position_grid(patches, grid, rule["offset"], rule["antialias"])
         return torch.cat([embedding[:, :prefix], resized.flatten(2).transpose(1, 2)], dim=1)
 
     def patch_features(self, images: Tensor) -> Tensor:
@@ -218,13 +213,6 @@ def load_vfm(
                                            if not key.startswith("head")}, model)
     load_strict(model, state_dict, str(path), name)
     return _finish(model, name, config, pretrained, sha256)
-
-
-def save_vfm_weights(model: nn.Module, path: Path) -> Path:
-    """Writes a state dict in timm's layout (DINO's official layout is the same), for tests and tools."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
-    return path
 
 
 def _finish(model: nn.Module, name: str, config: dict[str, Any], pretrained: str | None,

@@ -86,10 +86,12 @@ def write_tiny_vfm(folder: Path, seed: int = 0) -> tuple[Path, Path]:
 
     import torch
 
-    from methods.vfm_backbone import build_vfm, save_vfm_weights
+    from methods.vfm_backbone import build_vfm
 
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "tiny_dino.json"
     config.write_text(json.dumps(TINY_VFM_CONFIG, indent=2))
     torch.manual_seed(seed)
-    return config, save_vfm_weights(build_vfm(TINY_VFM_CONFIG), folder / "tiny_dino.pth")
+    weights = folder / "tiny_dino.pth"
+    torch.save(build_vfm(TINY_VFM_CONFIG).state_dict(), weights)  # timm's layout, which is DINO's
+    return config, weights
