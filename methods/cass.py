@@ -54,7 +54,7 @@ from torch import Tensor
 from benchmark.errors import BenchmarkError
 from benchmark.registry import register_method
 from methods.cass_spectral import spectral_last_block
-from methods.clip_dense import DenseRecipe, check_supported, clip_block, embed_patches, layer_norm
+from methods.clip_dense import DenseRecipe, check_supported, clip_block, last_block_input, layer_norm
 from methods.clip_text import TextBank
 from methods.vfm_method import VfmClipMethod
 
@@ -188,9 +188,8 @@ class CASS(VfmClipMethod):
         """The global vector [E] (unit): the whole image through the unchanged CLIP, class token, ln_post, proj."""
         visual = self.net.visual
         check_supported(visual)
-        tokens, _ = embed_patches(visual, image[None], TOWER.position_rule)
-        for block in visual.transformer.resblocks:
-            tokens = clip_block(block, tokens, TOWER)
+        tokens, _ = last_block_input(visual, image[None], TOWER)
+        tokens = clip_block(visual.transformer.resblocks[-1], tokens, TOWER)
         vector = (layer_norm(visual.ln_post, tokens[:, 0]) @ visual.proj).float()[0]
         return vector / vector.norm()
 
@@ -201,9 +200,7 @@ class CASS(VfmClipMethod):
                                  "for each crop's image] (the engine does)")
         visual = self.net.visual
         check_supported(visual)
-        tokens, grid = embed_patches(visual, crops, TOWER.position_rule)
-        for block in visual.transformer.resblocks[:-1]:
-            tokens = clip_block(block, tokens, TOWER)
+        tokens, grid = last_block_input(visual, crops, TOWER)
         last = clip_block(visual.transformer.resblocks[-1], tokens, TOWER)[:, 0]
         crop_vectors = (layer_norm(visual.ln_post, last) @ visual.proj).float()
         crop_vectors = crop_vectors / crop_vectors.norm(dim=-1, keepdim=True)

@@ -185,15 +185,21 @@ def last_block(block: nn.Module, x: Tensor, recipe: DenseRecipe, grid: tuple[int
     return x
 
 
+def last_block_input(visual: nn.Module, images: Tensor, recipe: DenseRecipe) -> tuple[Tensor, tuple[int, int]]:
+    """Tokens [B, 1 + h*w, D] entering the last block (every block before it CLIP's own, under the recipe's tower
+    overrides), and the patch grid (h, w)."""
+    x, grid = embed_patches(visual, images, recipe.position_rule, recipe.layer_norm_eps)
+    for block in visual.transformer.resblocks[:-1]:
+        x = clip_block(block, x, recipe)
+    return x, grid
+
+
 def dense_features(visual: nn.Module, images: Tensor, recipe: DenseRecipe) -> Tensor:
     """[B, 3, H, W] normalised images -> patch features [B, h, w, embed_dim] after ln_post and proj."""
     check_supported(visual)
     _check_tower_overrides(visual, recipe)
-    x, grid = embed_patches(visual, images, recipe.position_rule, recipe.layer_norm_eps)
-    blocks = visual.transformer.resblocks
-    for block in blocks[:-1]:
-        x = clip_block(block, x, recipe)
-    x = last_block(blocks[-1], x, recipe, grid)
+    x, grid = last_block_input(visual, images, recipe)
+    x = last_block(visual.transformer.resblocks[-1], x, recipe, grid)
     features = layer_norm(visual.ln_post, x[:, 1:], recipe.layer_norm_eps) @ visual.proj
     return features.reshape(x.shape[0], grid[0], grid[1], -1)
 

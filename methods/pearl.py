@@ -50,9 +50,8 @@ from methods.clip_dense import (
     CropFeatures,
     DenseRecipe,
     check_supported,
-    clip_block,
-    embed_patches,
     feature_cosines,
+    last_block_input,
     layer_norm,
 )
 from methods.clip_text import TextBank
@@ -177,10 +176,7 @@ class PEARL(ClipBaseline):
         """The tokens entering the last block (CLIP's blocks unchanged before it); no benchmark setting needed."""
         visual = self.net.visual
         check_supported(visual)
-        tower = self.active_recipe.tower
-        tokens, grid = embed_patches(visual, crops, tower.position_rule, tower.layer_norm_eps)
-        for block in visual.transformer.resblocks[:-1]:
-            tokens = clip_block(block, tokens, tower)
+        tokens, grid = last_block_input(visual, crops, self.active_recipe.tower)
         return LastBlockInput(tokens, grid, tuple(crops.shape[-2:]))
 
     def _last_block(self, block: nn.Module, x: Tensor, grid: tuple[int, int]) -> Tensor:

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from benchmark.errors import BenchmarkError
 from benchmark.registry import register_method
-from methods.clip_dense import CropFeatures, DenseRecipe, check_supported, clip_block, embed_patches, layer_norm
+from methods.clip_dense import CropFeatures, DenseRecipe, check_supported, last_block_input, layer_norm
 from methods.vfm_method import VfmClipMethod
 
 if TYPE_CHECKING:
@@ -152,9 +152,7 @@ class ProxyCLIP(VfmClipMethod):
         left, right, top, bottom = center_padding(height, width, self.options["pad_multiple"])
         padded = F.pad(crops, (left, right, top, bottom)) if any((left, right, top, bottom)) else crops
         proxy = self.vfm.patch_features(self.vfm.renormalised(padded, *self.crop_normalisation))
-        tokens, clip_grid = embed_patches(visual, padded, TOWER.position_rule)
-        for block in visual.transformer.resblocks[:-1]:
-            tokens = clip_block(block, tokens, TOWER)
+        tokens, clip_grid = last_block_input(visual, padded, TOWER)
         proxy_grid = (proxy.shape[-2], proxy.shape[-1])
         x = proxy_last_block(visual.transformer.resblocks[-1], tokens, clip_grid, proxy, self.options["beta"],
                              self.options["gamma"])
