@@ -54,6 +54,7 @@ from torch import Tensor
 from benchmark.errors import BenchmarkError
 from benchmark.registry import register_method
 from methods.cass_spectral import spectral_last_block
+from methods.clip_baseline import checked_number
 from methods.clip_dense import DenseRecipe, check_supported, clip_block, last_block_input, layer_norm
 from methods.clip_text import TextBank
 from methods.vfm_method import VfmClipMethod
@@ -140,12 +141,6 @@ def presence_adjusted_names(patches: Tensor, names: Tensor, presence: Tensor, cl
     return adjusted
 
 
-def _number(value: Any, key: str, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BenchmarkError(f"cass {where} {key} must be a number, got {value!r}")
-    return float(value)
-
-
 def _flag(value: Any, key: str, where: str) -> bool:
     if not isinstance(value, bool):
         raise BenchmarkError(f"cass {where} {key} must be true or false, got {value!r}")
@@ -163,7 +158,7 @@ class CASS(VfmClipMethod):
 
     def configure(self, given: dict[str, Any]) -> None:
         options = self.options
-        _number(options["gaussian_std"], "gaussian_std", "option")
+        checked_number("cass", "option", "gaussian_std", options["gaussian_std"])
         if isinstance(options["seed"], bool) or not isinstance(options["seed"], int):
             raise BenchmarkError(f"cass option seed must be an integer, got {options['seed']!r}")
         self.settings = {key: self._benchmark_value(key, {}, None) for key in PER_BENCHMARK}
@@ -174,7 +169,7 @@ class CASS(VfmClipMethod):
         value, where = self.benchmark_setting(key, settings, dataset)
         if key in ("eigenscaling", "global_from_crop"):
             return _flag(value, key, where)
-        return _number(value, key, where)
+        return checked_number("cass", where, key, value)
 
     def setup(self, protocol: Protocol, benchmark: BenchmarkSpec) -> None:
         super().setup(protocol, benchmark)

@@ -41,6 +41,13 @@ def baseline_defaults(name: str) -> dict[str, Any]:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
+def checked_number(method: str, where: str, key: str, value: Any) -> float:
+    """A numeric option or setting (not a bool), or one error naming the method, where it came from and the key."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BenchmarkError(f"{method} {where} {key} must be a number, got {value!r}")
+    return float(value)
+
+
 def tiny_clip_options(assets: DemoAssets) -> dict[str, Any]:
     """On the synthetic world: the tiny CLIP, loaded like any CLIP weights file."""
     return {"model": assets.clip_model, "pretrained": str(assets.clip_checkpoint)}

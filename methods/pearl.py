@@ -45,7 +45,7 @@ from benchmark.demo_assets import register_demo_options
 from benchmark.errors import BenchmarkError
 from benchmark.registry import register_method
 from methods.clip_attention import last_block_attention
-from methods.clip_baseline import ClipBaseline, tiny_clip_options
+from methods.clip_baseline import ClipBaseline, checked_number, tiny_clip_options
 from methods.clip_dense import (
     CropFeatures,
     DenseRecipe,
@@ -103,15 +103,9 @@ def _checked_options(options: dict[str, Any]) -> dict[str, Any]:
     if isinstance(options["polar_iters"], bool) or not isinstance(options["polar_iters"], int) \
             or options["polar_iters"] < 1:
         raise BenchmarkError(f"pearl option polar_iters must be a positive integer, got {options['polar_iters']!r}")
-    _checked_alpha(options["alpha_kk"], "option")
+    checked_number("pearl", "option", "alpha_kk", options["alpha_kk"])
     _checked_grid(options["propagation_grid"], "option")
     return options
-
-
-def _checked_alpha(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BenchmarkError(f"pearl {where} alpha_kk must be a number, got {value!r}")
-    return float(value)
 
 
 def _checked_grid(value: Any, where: str) -> int:
@@ -145,7 +139,9 @@ class PEARL(ClipBaseline):
 
     def _benchmark_value(self, key: str, settings: dict[str, Any], dataset: str | None) -> Any:
         value, where = self.benchmark_setting(key, settings, dataset)
-        return _checked_alpha(value, where) if key == "alpha_kk" else _checked_grid(value, where)
+        if key == "alpha_kk":
+            return checked_number("pearl", where, key, value)
+        return _checked_grid(value, where)
 
     def setup(self, protocol: Protocol, benchmark: BenchmarkSpec) -> None:
         super().setup(protocol, benchmark)

@@ -47,6 +47,7 @@ from torch import Tensor, nn
 
 from benchmark.errors import BenchmarkError
 from benchmark.registry import register_method
+from methods.clip_baseline import checked_number
 from methods.clip_dense import CropFeatures, DenseRecipe, check_supported, last_block_input, layer_norm
 from methods.vfm_method import VfmClipMethod
 
@@ -130,8 +131,7 @@ class ProxyCLIP(VfmClipMethod):
     def configure(self, given: dict[str, Any]) -> None:
         options = self.options
         for key in ("beta", "gamma"):
-            if isinstance(options[key], bool) or not isinstance(options[key], (int, float)):
-                raise BenchmarkError(f"proxyclip option {key} must be a number, got {options[key]!r}")
+            checked_number("proxyclip", "option", key, options[key])
         multiple = options["pad_multiple"]
         if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
             raise BenchmarkError(f"proxyclip option pad_multiple must be a positive integer, got {multiple!r}")
