@@ -10,7 +10,7 @@ class count are written in the dataset card's layout, then evaluated twice in on
   softmax and argmax per image, and the confusion matrix updated per image on the CPU.
 
 Both read the same files through the same DataLoader settings and share the per-image label step
-(synonym max, background rule, argmax: inference.class_scores / apply_background), so what differs is
+(synonym max, background rule, argmax: inference.label_map), so what differs is
 the inference loop around the model. At fp32 both must give the same confusion matrix.
 """
 
@@ -45,10 +45,9 @@ from benchmark.inference import (
     PreparedImage,
     ScoreHead,
     SlidingWindowPredictor,
-    apply_background,
-    class_scores,
+    label_map,
     rescale_size,
-    restrict_to_classes,
+    upsamples_once,
     windows_for,
 )
 from benchmark.method_run import MethodRun
@@ -325,6 +324,9 @@ def reference_predict(
     grids_w = max(width - crop_w + stride_w - 1, 0) // stride_w + 1
     preds = image.new_zeros((1, len(spec.flat_names), height, width))
     count = image.new_zeros((1, 1, height, width))
+    with precision_mode("fp32", image.device):
+        context = method.encode_image(image) if method.uses_image_context() else None
+    contexts = {"contexts": [context]} if method.uses_image_context() else {}
     for h_idx in range(grids_h):
         for w_idx in range(grids_w):
             y1, x1 = h_idx * stride_h, w_idx * stride_w
@@ -332,7 +334,10 @@ def reference_predict(
             y1, x1 = max(y2 - crop_h, 0), max(x2 - crop_w, 0)
             crop = image[None, :, y1:y2, x1:x2]
             with precision_mode("fp32", image.device):
-                logits = method.predict_masks(crop, bank, **method.crop_context([image])).float()
+                logits = method.predict_masks(crop, bank, **contexts).float()
+            if upsamples_once(method, spec):  # whole image: from the method's grid to the label size at once
+                preds, count = logits, image.new_ones(1)
+                continue
             if logits.shape[-2:] != crop.shape[-2:]:
                 logits = F.interpolate(logits, size=crop.shape[-2:], mode="bilinear", align_corners=False)
             preds += F.pad(logits, (x1, width - x2, y1, height - y2))
@@ -340,13 +345,7 @@ def reference_predict(
     preds = preds / count
     if tuple(preds.shape[-2:]) != tuple(label_size):
         preds = F.interpolate(preds, size=label_size, mode="bilinear", align_corners=False)
-    scores = method.refine(image, preds[0])
-    probs = class_scores(scores, spec, method.score_kind)
-    if spec.split is not None and spec.split.setting == "unseen_only":
-        pred = restrict_to_classes(probs, spec, spec.split.unseen, background_value)
-    else:
-        pred = apply_background(probs, spec.background, background_value)
-    return pred, grids_h * grids_w
+    return label_map(method, spec, background_value, image, preds[0], context), grids_h * grids_w
 
 
 def update_confusion(matrix: np.ndarray, pred: np.ndarray, label: np.ndarray, ignore_index: int) -> None:

@@ -96,6 +96,12 @@ def first_max(probs: Tensor) -> tuple[Tensor, Tensor]:
 
 def apply_background(probs: Tensor, background: BackgroundSpec, value: float | None) -> Tensor:
     """Class probabilities [C',H,W] -> label map [H,W] under the background rule."""
+    return labels_and_probabilities(probs, background, value)[0]
+
+
+def labels_and_probabilities(probs: Tensor, background: BackgroundSpec, value: float | None) -> tuple[Tensor, Tensor]:
+    """Class probabilities [C',H,W] -> (label map [H,W], the probabilities [K,H,W] it is the argmax of: channel k
+    is label k, the `threshold` rule's constant channel in front) under the background rule."""
     if background.rule == "threshold":
         constant = torch.full_like(probs[:1], float(value))
         probs = torch.cat([constant, probs], dim=0)
@@ -104,18 +110,48 @@ def apply_background(probs: Tensor, background: BackgroundSpec, value: float | N
     best, pred = first_max(probs)
     if background.rule == "prob_thd":
         pred[best < value] = 0
-    return pred
+    return pred, probs
 
 
 def restrict_to_classes(
     probs: Tensor, spec: BenchmarkSpec, allowed: tuple[int, ...], background_value: float | None
 ) -> Tensor:
     """Argmax over the allowed card classes only (zero-shot `unseen_only` setting)."""
+    return restricted_labels_and_probabilities(probs, spec, allowed, background_value)[0]
+
+
+def restricted_labels_and_probabilities(
+    probs: Tensor, spec: BenchmarkSpec, allowed: tuple[int, ...], background_value: float | None
+) -> tuple[Tensor, Tensor]:
+    """`restrict_to_classes`'s label map and the probabilities [K,H,W] it is the argmax of, 0 outside `allowed`."""
     if spec.background.rule == "threshold":
         probs = torch.cat([torch.full_like(probs[:1], float(background_value)), probs], dim=0)
     keep = torch.zeros(probs.shape[0], dtype=torch.bool, device=probs.device)
     keep[list(allowed)] = True
-    return first_max(probs.masked_fill(~keep[:, None, None], float("-inf")))[1]
+    pred = first_max(probs.masked_fill(~keep[:, None, None], float("-inf")))[1]
+    return pred, probs.masked_fill(~keep[:, None, None], 0.0)
+
+
+def upsamples_once(method: SegMethod, spec: BenchmarkSpec) -> bool:
+    """Whether a whole-image crop's scores go straight from the method's grid to the label size (one bilinear step,
+    `SegMethod.single_upsample`) rather than to the image and then to the label size (mmseg's EncoderDecoder)."""
+    return method.single_upsample and spec.inference.mode == "whole"
+
+
+def label_map(method: SegMethod, spec: BenchmarkSpec, background_value: float | None, image: Tensor, scores: Tensor,
+              context: Any = None) -> Tensor:
+    """Scores [n_names,H,W] at label size -> label map [H,W]: the method's `refine`, synonyms max, the background
+    rule (or the zero-shot restriction), argmax, then the method's `refine_labels`."""
+    scores = method.refine(image, scores)
+    probs = class_scores(scores, spec, method.score_kind)
+    split = spec.split
+    if split is not None and split.setting == "unseen_only":
+        pred, probs = restricted_labels_and_probabilities(probs, spec, split.unseen, background_value)
+    else:
+        pred, probs = labels_and_probabilities(probs, spec.background, background_value)
+    if method.refines_labels():
+        pred = method.refine_labels(probs, pred, context)
+    return pred
 
 
 def _suppress_small_classes(probs: Tensor, area_thd: float) -> Tensor:
@@ -213,6 +249,7 @@ class SlidingWindowPredictor:
         self._pending: deque[tuple[_Job, Window]] = deque()
         self._jobs: deque[_Job] = deque()
         self._uses_context = method.uses_image_context()
+        self._upsample_once = upsamples_once(method, spec)
 
     def push(self, item: PreparedImage) -> Iterator[Prediction]:
         image = item.image.to(self.device, non_blocking=True)
@@ -258,6 +295,9 @@ class SlidingWindowPredictor:
         for number, (head, scores) in enumerate(zip(self.heads, head_scores, strict=True)):
             scores = self._checked(scores, batch, shape, head.spec)
             for (job, (a, b, c, d)), crop_scores in zip(batch, scores, strict=True):
+                if self._upsample_once:  # one whole-image crop: kept on the method's grid
+                    job.scores[number] = crop_scores
+                    continue
                 if job.scores[number] is None:
                     job.scores[number] = torch.zeros(len(head.spec.flat_names), *job.count.shape, device=self.device)
                 job.scores[number][:, a:b, c:d] += crop_scores
@@ -275,7 +315,7 @@ class SlidingWindowPredictor:
                 f"method {method!r} returned scores of shape {tuple(scores.shape)}; expected "
                 f"[{expected[0]}, {expected[1]}, h, w] for {expected[0]} crops and {expected[1]} names"
             )
-        if scores.shape[-2] > shape[0] or scores.shape[-1] > shape[1]:
+        if not self._upsample_once and (scores.shape[-2] > shape[0] or scores.shape[-1] > shape[1]):
             raise ValueError(f"method {method!r} returned scores larger than the crop {shape}")
         if not torch.isfinite(scores).all():
             stems = sorted({job.item.stem for job, _ in batch})
@@ -284,7 +324,7 @@ class SlidingWindowPredictor:
                 "the run was stopped so that no number is computed from them"
             )
         scores = scores.float()
-        if tuple(scores.shape[-2:]) != shape:
+        if tuple(scores.shape[-2:]) != shape and not self._upsample_once:
             scores = F.interpolate(scores, size=shape, mode="bilinear", align_corners=False)
         return scores
 
@@ -301,13 +341,8 @@ class SlidingWindowPredictor:
             yield Prediction(job.item, preds[0], preds[1:])
 
     def _finalize(self, job: _Job, head: ScoreHead, scores: Tensor, label_size: tuple[int, int]) -> Tensor:
-        scores = scores / job.count
+        if not self._upsample_once:
+            scores = scores / job.count
         if tuple(scores.shape[-2:]) != label_size:
             scores = F.interpolate(scores[None], size=label_size, mode="bilinear", align_corners=False)[0]
-        scores = self.method.refine(job.item.image, scores)
-        spec = head.spec
-        probs = class_scores(scores, spec, self.method.score_kind)
-        split = spec.split
-        if split is not None and split.setting == "unseen_only":
-            return restrict_to_classes(probs, spec, split.unseen, head.background_value)
-        return apply_background(probs, spec.background, head.background_value)
+        return label_map(self.method, head.spec, head.background_value, job.item.image, scores, job.context)

@@ -29,19 +29,27 @@ class SegMethod(abc.ABC):
             score(encode_crops(crops), bank)          -> [B,n_names,h',w']  (benchmarks sharing images:
                                                          encode_crops once, score per benchmark)
             or predict_masks(crops, bank)             -> [B,n_names,h',w']
-        for each image, scores stitched to label size:
+        for each image, scores stitched to label size (single_upsample: a whole-image crop's scores resized to it
+        in one step):
             refine(image, scores)                     -> [n_names,H,W]  (e.g. PAMR)
+            engine: synonyms max, background rule, argmax -> label map [H,W]
+            refine_labels(probs, labels, context)     -> [H,W]  (methods that define it: Trident's SAM prompts)
 
     `encode_classes`, `encode_image` and `encode_crops` depend only on their arguments and the method's
     construction, never on `setup`, so their results can be cached and shared across benchmarks;
-    `score`, `predict_masks` and `refine` may use what `setup` set. `config`, `checkpoint_sha256`
-    and `backbone` are stored in every record.
+    `score`, `predict_masks`, `refine` and `refine_labels` may use what `setup` set. A method without
+    `encode_crops`/`score` is never shared across benchmarks (one benchmark per pass), and its `encode_image` may
+    read `setup` too. `config`, `checkpoint_sha256` and `backbone` are stored in every record.
     """
 
     name: ClassVar[str]
     score_kind: ClassVar[str]  # "logits" (softmax across names) or "probs" (independent)
     # the options a constructor with **options takes through it; None: any (not checked before construction)
     extra_options: ClassVar[tuple[str, ...] | None] = None
+    # Under inference mode "whole": the crop's scores go from the method's grid to the label size in one bilinear
+    # step, as methods that upsample their logits straight to the original size do (Trident), instead of to the
+    # image and then to the label size (mmseg's EncoderDecoder). Windows are stitched as usual in slide mode.
+    single_upsample: ClassVar[bool] = False
 
     # ---- required ------------------------------------------------------------------------------
 
@@ -64,7 +72,8 @@ class SegMethod(abc.ABC):
             crops: [B,3,h,w] float, normalised as the protocol says.
             bank: from `encode_classes`.
         Returns:
-            [B, n_names, h', w'] at any resolution <= (h, w) (the engine upsamples), n_names counting
+            [B, n_names, h', w'] at any resolution <= (h, w) (any resolution with `single_upsample` under mode whole;
+            the engine upsamples), n_names counting
             every synonym of every class in the bank's order; multiplied by the method's own logit
             scale when `score_kind` is "logits". Non-finite values stop the run (NumericalError).
         """
@@ -111,6 +120,20 @@ class SegMethod(abc.ABC):
         """
         return scores
 
+    def refine_labels(self, probs: Tensor, labels: Tensor, context: Any) -> Tensor:
+        """Post-processing of the label map, after the engine's background rule and argmax.
+
+        Args:
+            probs: [K,H,W] the probabilities `labels` is the argmax of: channel k is label k (class probabilities
+                after the synonyms max, the `threshold` rule's constant channel in front; 0 for classes a zero-shot
+                restriction leaves out).
+            labels: [H,W] int64, the engine's label map at label size.
+            context: the image's `encode_image` result (None for a method without that hook).
+        Returns:
+            [H,W] int64 label map, labels in [0, K).
+        """
+        raise NotImplementedError
+
     # ---- policy, asked once per benchmark ------------------------------------------------------
 
     def background_value(self, protocol: Protocol, benchmark: BenchmarkSpec, rule: str) -> float | None:
@@ -144,6 +167,10 @@ class SegMethod(abc.ABC):
     def uses_image_context(self) -> bool:
         """Whether the method implements `encode_image` (its crops then take `contexts=`)."""
         return type(self).encode_image is not SegMethod.encode_image
+
+    def refines_labels(self) -> bool:
+        """Whether the method implements `refine_labels`."""
+        return type(self).refine_labels is not SegMethod.refine_labels
 
     def crop_context(self, images: list[Tensor]) -> dict[str, Any]:
         """Keywords for `predict_masks` / `encode_crops` of crops cut from `images` (one per crop): `contexts` for a

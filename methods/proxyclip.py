@@ -49,16 +49,13 @@ from benchmark.errors import BenchmarkError
 from benchmark.registry import register_method
 from methods.clip_baseline import checked_number
 from methods.clip_dense import CropFeatures, DenseRecipe, check_supported, last_block_input, layer_norm
-from methods.vfm_method import VfmClipMethod
+from methods.vfm_method import CLIP_MEAN, CLIP_STD, VfmClipMethod, crop_normalisation
 
 if TYPE_CHECKING:
     from benchmark.protocol import BenchmarkSpec, Protocol
 
 # The blocks before the last: CLIP's own; positions resized as the repository's open_clip (scale_factor, +0.1).
 TOWER = DenseRecipe(attention="qk", residual=True, ffn=True, patch_rule="drop", position_rule="scale_factor")
-# myutils.UnNormalize in forward_feature: OpenAI's CLIP normalisation, on a 0-1 scale.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def proxy_attention_weights(proxy: Tensor, beta: float, gamma: float) -> Tensor:
@@ -102,16 +99,6 @@ def proxy_last_block(block: nn.Module, x: Tensor, clip_grid: tuple[int, int], pr
         attended = torch.cat([torch.bmm(proxy_attention_weights(proxy[i:i + 1], beta, gamma), values[i:i + 1])
                               for i in range(x.shape[0])])
     return block.ls_1(attn.out_proj(attended.to(x.dtype)))
-
-
-def crop_normalisation(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Mean and std (0-1 scale) that un-normalise the crops: OpenAI's constants where the protocol gives CLIP's
-    normalisation on 0-255 (as the reference hard-codes them), else the protocol's own values (tcl8: ImageNet's)."""
-    given = tuple(value / 255 for value in mean), tuple(value / 255 for value in std)
-    if all(abs(a - b) < 1e-4 for pair in zip(given, (CLIP_MEAN, CLIP_STD), strict=True)
-           for a, b in zip(*pair, strict=True)):
-        return CLIP_MEAN, CLIP_STD
-    return given
 
 
 def center_padding(height: int, width: int, multiple: int) -> tuple[int, int, int, int]:

@@ -80,6 +80,34 @@ TINY_VFM_CONFIG = {  # a tiny random timm ViT standing in for DINO ViT-B/8 (8 px
 }
 
 
+TINY_SAM_CONFIG = {  # a tiny random SAM: segment-anything's layout, image encoder 32 wide, 2 heads, 2 blocks
+    "family": "sam",
+    "sam_kwargs": {"encoder_embed_dim": 32, "encoder_depth": 2, "encoder_num_heads": 2,
+                   "encoder_global_attn_indexes": [1]},
+    "source": "tests/factories.py: a tiny random stand-in for SAM ViT-B",
+    "input_mean": [0.485, 0.456, 0.406],
+    "input_std": [0.229, 0.224, 0.225],
+    "input_size": 1024,
+}
+
+
+def write_tiny_sam(folder: Path, seed: int = 0) -> tuple[Path, Path]:
+    """(config .json, weights .pth) of a tiny random SAM (segment-anything's state-dict layout)."""
+    import json
+
+    import torch
+
+    from methods.vfm_backbone import build_vfm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "tiny_sam.json"
+    config.write_text(json.dumps(TINY_SAM_CONFIG, indent=2))
+    torch.manual_seed(seed)
+    weights = folder / "tiny_sam.pth"
+    torch.save(build_vfm(TINY_SAM_CONFIG).state_dict(), weights)
+    return config, weights
+
+
 def write_tiny_vfm(folder: Path, seed: int = 0) -> tuple[Path, Path]:
     """(config .json, weights .pth) of a tiny random DINO-like ViT, saved in timm's (= DINO's) state-dict layout."""
     import json

@@ -23,7 +23,7 @@ from benchmark.cli import main
 from benchmark.data import load_card
 from benchmark.protocol import load_protocol, read_templates
 from benchmark.synthetic.tinyclip import MODEL_NAME, create_tiny_clip
-from tests.factories import write_tiny_vfm
+from tests.factories import write_tiny_sam, write_tiny_vfm
 from tests.fakedata import write_fake_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +32,10 @@ ALL_CARDS = ("voc21", "voc20", "context60", "context59", "coco_object", "coco_st
 BASELINES = ("clip", "maskclip", "sclip", "clearclip", "naclip")
 # Training-free methods with a native protocol of their own name.
 NEWER_CLIP_METHODS = ("scclip", "pearl", "resclip", "sfp", "gem", "proxyclip", "cass")
-VFM_METHODS = ("proxyclip", "cass")  # CLIP beside a vision foundation model: the tiny random DINO stands in
+VFM_METHODS = ("proxyclip", "cass", "trident")  # CLIP beside a vision foundation model: the tiny random DINO stands in
+# Trident also takes SAM (the tiny random SAM), whose encoder reads 1024 x 1024 whatever the image: it runs on fewer
+# benchmarks (test_trident_runs_...), and cuts windows of its own from each picture: the tiny geometry's.
+TRIDENT_TINY = ("--opt", "window_crop=32", "--opt", "window_stride=16")
 CLIP_METHODS = BASELINES + NEWER_CLIP_METHODS
 NATIVE_PROTOCOLS = ("tcl8", "tcl8_nopamr", "sclip", "clearclip", "naclip", "naclip_nopamr", *NEWER_CLIP_METHODS)
 SEED_METHODS = ("tcl", "vilseg", "clips4")
@@ -58,8 +61,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for card in ALL_CARDS:
         write_fake_dataset(load_card(card), data, count=2, sizes=[(60, 80), (72, 64)], seed=3)
     vfm_config, vfm_weights = write_tiny_vfm(root / "vfm")
+    sam_config, sam_weights = write_tiny_sam(root / "sam")
     return {"root": root, "clip": clip, "captions": captions, "data": data, "vfm": vfm_config,
-            "vfm_weights": vfm_weights}
+            "vfm_weights": vfm_weights, "sam": sam_config, "sam_weights": sam_weights}
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +128,9 @@ def method_options(method: str, world: dict[str, Path], checkpoints: dict[str, P
     if method in SEED_METHODS:
         return [*clip_options, "--checkpoint", str(checkpoints[method])]
     if method in VFM_METHODS:
-        return [*clip_options, "--opt", f"vfm={world['vfm']}", "--opt", f"vfm_weights={world['vfm_weights']}"]
+        clip_options += ["--opt", f"vfm={world['vfm']}", "--opt", f"vfm_weights={world['vfm_weights']}"]
+    if method == "trident":
+        clip_options += ["--opt", f"sam={world['sam']}", "--opt", f"sam_weights={world['sam_weights']}", *TRIDENT_TINY]
     return clip_options
 
 
@@ -176,6 +182,27 @@ def test_every_clip_method_runs_on_every_benchmark_of_the_protocol(protocol_name
         assert record["protocol"]["hash"] == protocol.hash and 0 <= record["miou"] <= 100
 
 
+def test_trident_runs_whole_images_slide_windows_and_a_zero_shot_split(world, tmp_path, monkeypatch):
+    """Its own protocol (whole images; Cityscapes' SAM halves) in fp32 (SAM's 256-channel neck under CPU fp16
+    autocast takes seconds a convolution), tcl8 (engine windows, each its own picture) and a split protocol (the
+    refinement on the restricted label map)."""
+    monkeypatch.setenv("ZSSEG_WEIGHTS", str(world["root"] / "weights"))
+    options = method_options("trident", world, {})
+    results = tmp_path / "results"
+    for name, benchmarks in (("trident", "voc21,cityscapes"), ("tcl8", "voc21"), ("zs_spnet_voc", None)):
+        protocol_path = tiny_protocol(name, tmp_path, templates=2)
+        selection = ["--benchmarks", benchmarks] if benchmarks else []
+        extra = ["--set", "precision=fp32"] if name == "trident" else []
+        assert run_eval("trident", protocol_path, world, results, [*options, *selection, *extra]) == 0, name
+    records = [json.loads(path.read_text()) for path in results.rglob("*.json") if path.parent.parent != results]
+    runs = sorted((record["protocol"]["name"], record["benchmark"]) for record in records if "miou" in record)
+    assert runs == [("tcl8_tiny", "voc21"), ("trident_tiny+precision=fp32", "cityscapes"),
+                    ("trident_tiny+precision=fp32", "voc21"), ("zs_spnet_voc_tiny", "voc20")]
+    for record in records:
+        if "miou" in record:
+            assert 0 <= record["miou"] <= 100 and record["method"]["config"]["sam"]["name"] == "tiny_sam"
+
+
 @pytest.mark.slow
 def test_every_clip_method_runs_through_eval_on_vit_b16_shapes(tmp_path):
     import open_clip
@@ -186,10 +213,13 @@ def test_every_clip_method_runs_through_eval_on_vit_b16_shapes(tmp_path):
     data = tmp_path / "data"
     write_fake_dataset(load_card("voc21"), data, count=1, sizes=[(120, 160)], seed=1)
     world = {"data": data}
-    for method in CLIP_METHODS:
+    for method in (*CLIP_METHODS, "trident"):
         options = ["--opt", "model=ViT-B-16-quickgelu", "--opt", f"pretrained={weights}", "--opt", "text_cache=false"]
-        if method in VFM_METHODS:  # DINO ViT-B/8's architecture with random weights
-            options += ["--opt", "vfm=dino_vitb8", "--opt", "vfm_weights=null"]
+        if method in VFM_METHODS:  # DINO ViT-B/8's (Trident: B/16's, and SAM ViT-B's) architecture, random weights
+            vfm = "dino_vitb16" if method == "trident" else "dino_vitb8"
+            options += ["--opt", f"vfm={vfm}", "--opt", "vfm_weights=null"]
+        if method == "trident":
+            options += ["--opt", "sam_weights=null"]
         code = main([
             "eval", "--method", method, "--protocol", "tcl8", "--benchmarks", "voc21", "--allow-incomplete",
             *options, "--data-root", str(world["data"]), "--results", str(tmp_path / "results"), "--workers", "0",
@@ -197,4 +227,4 @@ def test_every_clip_method_runs_through_eval_on_vit_b16_shapes(tmp_path):
         ])
         assert code == 0, method
     records = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("voc21*.json")]
-    assert sorted(record["method"]["name"] for record in records) == sorted(CLIP_METHODS)
+    assert sorted(record["method"]["name"] for record in records) == sorted((*CLIP_METHODS, "trident"))

@@ -43,6 +43,9 @@ PERTURBATION = 0.5
 # Class names: class k has the names on line k, comma-separated, as the references' cls_*.txt files.
 CLASS_LINES = ["sky", "tree, trees, forest", "person", "car", "grass", "building, house"]
 BACKGROUND_CLASS_LINES = ["sky, wall, floor", "cat", "dog, puppy", "bird", "car", "person"]
+# Trident's postprocess_result max-pools the first n_names - n_classes + 1 names into class 0: only class 0 may have
+# several names (as in every published class file).
+LEADING_SYNONYM_LINES = ["sky, wall, floor", "cat", "dog", "bird", "car", "person"]
 TEMPLATES = ["a photo of a {}.", "a bad photo of the {}.", "there is a {} in the scene."]
 CLIP_MEAN = (122.771, 116.746, 104.094)  # CLIP's normalisation on 0-255 pixels, as the references give it
 CLIP_STD = (68.501, 66.632, 70.323)
@@ -265,6 +268,11 @@ DINO_CONFIG = {
 }
 
 
+# Trident's guide is DINO ViT-B/16: the same small DINO with 16 px patches (CLIP's).
+DINO_B16_CONFIG = {**DINO_CONFIG, "timm_model": "vit_base_patch16_224",
+                   "source": "tests/parity/harness.py: DINO ViT-B/16's layout, 64 wide, 2 heads, 2 blocks"}
+
+
 # CASS pairs DINO's heads with CLIP's: 2 heads of 64, as the fixture CLIP's.
 CASS_DINO_CONFIG = {**DINO_CONFIG, "timm_kwargs": {"embed_dim": 128, "depth": 2, "num_heads": 2},
                     "source": "tests/parity/harness.py: DINO ViT-B/8's layout, 128 wide, 2 heads, 2 blocks"}
@@ -359,3 +367,17 @@ def random_sam(seed: int, perturbation: float = PERTURBATION) -> dict[str, Tenso
 
     shapes = {key: tuple(value.shape) for key, value in build_vfm(SAM_CONFIG).state_dict().items()}
     return _random_vit(shapes, seed, perturbation)
+
+
+def sharpened_sam(seed: int, query_key_scale: float, rel_pos_scale: float) -> dict[str, Tensor]:
+    """`random_sam(seed)` with its last block's query and key projections scaled by `query_key_scale` and its
+    relative positions by `rel_pos_scale`: a random SAM's global attention is near uniform over its 4096 tokens, and
+    Trident, which mixes every token by it, would predict one class everywhere."""
+    weights = random_sam(seed)
+    prefix = f"image_encoder.blocks.{SAM_CONFIG['sam_kwargs']['encoder_depth'] - 1}.attn."
+    width = weights[f"{prefix}qkv.weight"].shape[1]
+    weights[f"{prefix}qkv.weight"][:2 * width] *= query_key_scale
+    weights[f"{prefix}qkv.bias"][:2 * width] *= query_key_scale
+    weights[f"{prefix}rel_pos_h"] *= rel_pos_scale
+    weights[f"{prefix}rel_pos_w"] *= rel_pos_scale
+    return weights

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.protocol import load_protocol
-from methods.proxyclip import CLIP_MEAN, CLIP_STD, ProxyCLIP, center_padding
+from methods.proxyclip import ProxyCLIP, center_padding
+from methods.vfm_method import CLIP_MEAN, CLIP_STD
 from tests.parity import checks, harness
 from tests.parity.engine import engine_label_map, fixture_spec
 

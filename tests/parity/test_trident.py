@@ -1,0 +1,83 @@
+"""Trident against its authors' code (fixture: tests/parity/fixtures/trident, made by tools/parity/make_trident.py
+from YuHengsss/Trident with DINO's own ViT from facebookresearch/dino and the repository's own segment_anything).
+
+Each case is one whole image whose protocol resize is the identity (the reference's SAM reads the file, the
+adapter the resized image): the dense logits on the original grid, the label map without the SAM refinement and
+the label map with it, all through the engine (mode whole, one upsample, `refine_labels`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch.nn.functional as F
+
+from benchmark.protocol import load_protocol
+from methods.trident import Trident
+from tests.parity import checks, harness
+from tests.parity.engine import engine_label_map, fixture_spec, resized_input
+
+META, ARRAYS = harness.read_fixture("trident")
+CASES = META["cases"]
+
+
+@pytest.fixture(scope="module")
+def options(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("trident")
+    clip = str(checks.rebuilt_weights_file(META, folder))
+    dino = META["dino_weights"]
+    dino_config, dino_weights = checks.rebuilt_vfm_files(
+        dino, harness.random_dino(dino["seed"], dino["perturbation"], harness.DINO_B16_CONFIG),
+        harness.DINO_B16_CONFIG, folder / "dino")
+    sam = META["sam_weights"]
+    sam_config, sam_weights = checks.rebuilt_vfm_files(
+        sam, harness.sharpened_sam(sam["seed"], sam["query_key_scale"], sam["rel_pos_scale"]), harness.SAM_CONFIG,
+        folder / "sam")
+    return {"model": None, "pretrained": clip, "vfm": str(dino_config), "vfm_weights": str(dino_weights),
+            "sam": str(sam_config), "sam_weights": str(sam_weights), "text_cache": False}
+
+
+@pytest.fixture(scope="module")
+def protocol():
+    return load_protocol("trident")
+
+
+def case_spec(protocol, case):
+    lines = getattr(harness, case["classes"])
+    spec = fixture_spec(protocol, case["benchmark"], harness.class_names(lines), short=case["short"])
+    if "prob_thd" in case["settings"] and spec.background.rule == "prob_thd":
+        spec = replace(spec, background=replace(spec.background, value=case["settings"]["prob_thd"]))
+    return replace(spec, method_settings={**spec.method_settings, "logit_scale": case["settings"]["logit_scale"]})
+
+
+def method_for(options, case, refine: bool) -> Trident:
+    extra = {"iou_thresh": case["settings"]["sam_iou_thresh"]}
+    return Trident(**options, sam_refine=refine, **extra)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case["case"] for case in CASES])
+def test_dense_logits_equal_the_references(case, options, protocol):
+    method = method_for(options, case, refine=False)
+    spec = case_spec(protocol, case)
+    method.setup(protocol, spec)
+    bank = method.encode_classes([list(names) for names in spec.class_names], protocol.text)
+    image = resized_input(harness.whole_image(case["seed"], tuple(case["size"])), spec)[0]
+    scores = method.predict_masks(image[None], bank, contexts=[method.encode_image(image)]) / method.logit_scale
+    scores = F.interpolate(scores, size=tuple(case["size"]), mode="bilinear", align_corners=False)[0]
+    ours = scores[:, ::case["subsample"], ::case["subsample"]].numpy()
+    checks.assert_dense_equal(ours, ARRAYS[f"{case['case']}_dense"])
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case["case"] for case in CASES])
+def test_label_maps_with_and_without_sam_refinement_equal_the_references(case, options, protocol):
+    spec = case_spec(protocol, case)
+    image = harness.whole_image(case["seed"], tuple(case["size"]))
+    for refine, key, ties in ((False, "unrefined", "ties"), (True, "refined", "refined_ties")):
+        ours = engine_label_map(method_for(options, case, refine), protocol, spec, protocol.text, image)
+        assert tuple(ours.shape) == tuple(case["size"])
+        decided = ~ARRAYS[f"{case['case']}_{ties}"]
+        np.testing.assert_array_equal(ours[decided], ARRAYS[f"{case['case']}_{key}"][decided], err_msg=key)
+        assert (~decided).mean() < checks.TIE_SHARE
+    assert case["classes_predicted"] > 1
