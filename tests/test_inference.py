@@ -181,3 +181,63 @@ def test_nan_scores_stop_the_run_naming_method_benchmark_and_image():
     spec = make_spec([["a"], ["b"]])
     with pytest.raises(NumericalError, match=r"'toy'.*'bench'.*\['0'\]"):
         run_predictor(ToyMethod(nan_after=0), spec, [torch.randn(3, 16, 16)], batch_size=1)
+
+
+class OnceUpsampled(ToyMethod):
+    """The toy scores at half resolution, upsampled by the engine in one step under mode whole."""
+
+    single_upsample = True
+
+
+def test_single_upsample_goes_from_the_method_grid_to_the_label_size_in_one_step():
+    image = torch.randn(3, 21, 30, generator=torch.Generator().manual_seed(4))
+    label_size = (45, 61)
+    spec = make_spec([["a"], ["b"], ["c"]], mode="whole", crop=None, stride=None)
+    method = OnceUpsampled()
+    bank = method.encode_classes([["a"], ["b"], ["c"]], make_text())
+    native = method.predict_masks(image[None], bank)
+    once = torch.nn.functional.interpolate(native, size=label_size, mode="bilinear", align_corners=False)
+    twice = torch.nn.functional.interpolate(native, size=(21, 30), mode="bilinear", align_corners=False)
+    twice = torch.nn.functional.interpolate(twice, size=label_size, mode="bilinear", align_corners=False)
+    assert not torch.equal(once[0].softmax(0).argmax(0), twice[0].softmax(0).argmax(0))  # the test can tell
+    for runner, expected in ((method, once), (ToyMethod(), twice)):  # the flag, then mmseg's two steps without it
+        predictor = SlidingWindowPredictor(runner, [ScoreHead(spec, bank, None)], batch_size=2)
+        item = PreparedImage(0, "0", image, torch.zeros(label_size, dtype=torch.int64))
+        (prediction,) = [*predictor.push(item), *predictor.flush()]
+        assert torch.equal(prediction.pred, expected[0].softmax(0).argmax(0))
+
+
+class LabelRefiner(ToyMethod):
+    """Records what refine_labels receives, and turns every label 1 into 2."""
+
+    def encode_image(self, image):
+        return ("context of", tuple(image.shape))
+
+    def predict_masks(self, crops, bank, contexts=None):
+        return super().predict_masks(crops, bank)
+
+    def refine_labels(self, probs, labels, context):
+        self.seen = (probs.clone(), labels.clone(), context)
+        return torch.where(labels == 1, 2, labels)
+
+
+@pytest.mark.parametrize("rule,value", [("threshold", 0.4), ("prob_thd", 0.4), ("none", None)])
+def test_refine_labels_gets_the_probabilities_its_labels_are_the_argmax_of(rule, value):
+    image = torch.randn(3, 12, 14, generator=torch.Generator().manual_seed(5))
+    names = [["a"], ["b"], ["c"]]
+    spec = make_spec(names, background=BackgroundSpec(rule), mode="whole", crop=None, stride=None)
+    method = LabelRefiner()
+    bank = method.encode_classes(names, make_text())
+    predictor = SlidingWindowPredictor(method, [ScoreHead(spec, bank, value)], batch_size=1)
+    (prediction,) = [*predictor.push(PreparedImage(0, "0", image, torch.zeros(12, 14, dtype=torch.int64))),
+                     *predictor.flush()]
+    probs, labels, context = method.seen
+    scores = torch.nn.functional.interpolate(method.predict_masks(image[None], bank), size=(12, 14), mode="bilinear",
+                                             align_corners=False)[0]
+    expected_probs = scores.softmax(0)
+    if rule == "threshold":
+        expected_probs = torch.cat([torch.full_like(expected_probs[:1], value), expected_probs])
+    assert context == ("context of", (3, 12, 14))
+    assert torch.allclose(probs, expected_probs)
+    assert torch.equal(labels, apply_background(scores.softmax(0), BackgroundSpec(rule), value))
+    assert (labels == 1).any() and torch.equal(prediction.pred, torch.where(labels == 1, 2, labels))
