@@ -307,7 +307,7 @@ def _measured(loop: Callable[[], LoopResult], device: torch.device) -> LoopResul
 @torch.no_grad()
 def reference_predict(
     method: SegMethod, bank: Any, spec: BenchmarkSpec, background_value: float | None, image: Tensor,
-    label_size: tuple[int, int],
+    label_size: tuple[int, int], original: Tensor | None = None,
 ) -> tuple[Tensor, int]:
     """One image as mmseg 0.27 slide_inference / whole_inference + inference(rescale=True) run it.
 
@@ -325,7 +325,8 @@ def reference_predict(
     preds = image.new_zeros((1, len(spec.flat_names), height, width))
     count = image.new_zeros((1, 1, height, width))
     with precision_mode("fp32", image.device):
-        context = method.encode_image(image) if method.uses_image_context() else None
+        given = {"original": original} if method.needs_original_image else {}
+        context = method.encode_image(image, **given) if method.uses_image_context() else None
     contexts = {"contexts": [context]} if method.uses_image_context() else {}
     for h_idx in range(grids_h):
         for w_idx in range(grids_w):
@@ -369,7 +370,8 @@ def reference_loop(
     """Every image of the card's split under data_root, one at a time (see reference_predict)."""
     card = spec.dataset
     samples = list_samples(card, data_root)[:limit]
-    dataset = BenchmarkDataset(card, samples, list(range(len(samples))), ImagePreprocessor(spec.image))
+    dataset = BenchmarkDataset(card, samples, list(range(len(samples))), ImagePreprocessor(spec.image),
+                               keep_original=method.needs_original_image)
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, collate_fn=single_item, num_workers=workers)
     seen = list(spec.split.seen) if spec.split is not None and spec.split.setting == "unseen_only" else []
     matrix = np.zeros((card.num_classes, card.num_classes), dtype=np.int64)
@@ -382,7 +384,7 @@ def reference_loop(
         if seen:
             label = np.where(np.isin(label, seen), card.ignore_index, label)
         pred, forwards = reference_predict(
-            method, bank, spec, background_value, item["image"].to(device), tuple(label.shape)
+            method, bank, spec, background_value, item["image"].to(device), tuple(label.shape), item.get("original")
         )
         update_confusion(matrix, pred.cpu().numpy(), label, card.ignore_index)
         crops += forwards
@@ -398,14 +400,16 @@ def engine_predictions(
     """Every image's label map [H,W] (uint8 or int16 on the CPU) from the engine's predictor at `precision`."""
     card = spec.dataset
     samples = list_samples(card, data_root)
-    dataset = BenchmarkDataset(card, samples, list(range(len(samples))), ImagePreprocessor(spec.image))
+    dataset = BenchmarkDataset(card, samples, list(range(len(samples))), ImagePreprocessor(spec.image),
+                               keep_original=method.needs_original_image)
     predictor = SlidingWindowPredictor(method, [ScoreHead(spec, bank, background_value)], batch_size, device, precision)
     dtype = torch.uint8 if card.num_classes < 256 else torch.int16
     maps: list[Tensor] = []
     for item in torch.utils.data.DataLoader(dataset, batch_size=1, collate_fn=single_item):
         if "error" in item:
             raise DataError(item["error"])
-        prepared = PreparedImage(item["index"], item["stem"], item["image"], item["label"], len(maps))
+        prepared = PreparedImage(item["index"], item["stem"], item["image"], item["label"], len(maps),
+                                 original=item.get("original"))
         maps.extend(done.pred.to("cpu", dtype) for done in predictor.push(prepared))
     maps.extend(done.pred.to("cpu", dtype) for done in predictor.flush())
     return maps

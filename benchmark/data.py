@@ -325,8 +325,10 @@ class BenchmarkDataset(torch.utils.data.Dataset):
         indices: list[int],
         transform: Callable[[np.ndarray], torch.Tensor],
         more_labels: Sequence[tuple[DatasetCard, list[Sample]]] = (),
+        keep_original: bool = False,
     ) -> None:
         self.card = card
+        self.keep_original = keep_original  # also return the decoded image before the transform ("original")
         self.samples = samples
         self.indices = indices
         self.transform = transform
@@ -349,13 +351,16 @@ class BenchmarkDataset(torch.utils.data.Dataset):
                 check_label_size(image, label, sample.image, source.label)
         except DataError as error:
             return {"index": index, "error": str(error)}
-        return {
+        item = {
             "index": index,
             "stem": sample.stem,
             "image": self.transform(image),
             "label": torch.from_numpy(labels[0]),
             "more_labels": [torch.from_numpy(label) for label in labels[1:]],
         }
+        if self.keep_original:
+            item["original"] = torch.from_numpy(np.ascontiguousarray(image))
+        return item
 
 
 def single_item(batch: list[dict[str, Any]]) -> dict[str, Any]:

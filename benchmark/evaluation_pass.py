@@ -103,7 +103,7 @@ def run_pass(method: SegMethod, members: list[PassMember], settings: EvalSetting
     device = torch.device(settings.device)
     indices = shard.indices(len(first.selection.samples))
     progress = _Progress(members, settings, shard)
-    loader = _loader(members, indices[progress.done:], settings, device)
+    loader = _loader(members, indices[progress.done:], settings, device, method.needs_original_image)
     first.head.activate()
     predictor = SlidingWindowPredictor(
         method, [member.head for member in members], settings.batch_size, device, precision,
@@ -138,12 +138,12 @@ def _pass_label(members: list[PassMember]) -> str:
 
 
 def _loader(
-    members: list[PassMember], indices: list[int], settings: EvalSettings, device: torch.device
+    members: list[PassMember], indices: list[int], settings: EvalSettings, device: torch.device, keep_original: bool
 ) -> torch.utils.data.DataLoader:
     first = members[0].selection
     label_sources = [(member.selection.spec.dataset, member.selection.samples) for member in members[1:]]
     dataset = BenchmarkDataset(first.spec.dataset, first.samples, indices, ImagePreprocessor(first.spec.image),
-                               more_labels=label_sources)
+                               more_labels=label_sources, keep_original=keep_original)
     return torch.utils.data.DataLoader(
         dataset, batch_size=1, collate_fn=single_item, num_workers=settings.workers,
         pin_memory=device.type == "cuda", persistent_workers=False,
@@ -198,6 +198,6 @@ def _stream(
             skipped[position] = batch["error"]
             continue
         item = PreparedImage(batch["index"], batch["stem"], batch["image"], batch["label"], position,
-                             batch["more_labels"])
+                             batch["more_labels"], batch.get("original"))
         yield from predictor.push(item)
     yield from predictor.flush()

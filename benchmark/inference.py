@@ -172,6 +172,7 @@ class PreparedImage:
     label: Tensor  # [H,W] int64 at the original size
     position: int = 0  # place in the evaluating process's shard
     more_labels: list[Tensor] = field(default_factory=list)  # the image's labels in the other heads' benchmarks
+    original: Tensor | None = None  # [H,W,3] uint8 as decoded, for a method with `needs_original_image`
 
 
 @dataclass(frozen=True)
@@ -253,14 +254,15 @@ class SlidingWindowPredictor:
 
     def push(self, item: PreparedImage) -> Iterator[Prediction]:
         image = item.image.to(self.device, non_blocking=True)
-        item = PreparedImage(item.index, item.stem, image, item.label, item.position, item.more_labels)
+        item = PreparedImage(item.index, item.stem, image, item.label, item.position, item.more_labels, item.original)
         height, width = image.shape[-2:]
         windows = windows_for(self.spec.inference, height, width)
         job = _Job(item, len(windows), torch.zeros(height, width, device=self.device),
                    scores=[None] * len(self.heads), windows=windows)
         if self._uses_context:
+            original = {"original": item.original} if self.method.needs_original_image else {}
             with torch.no_grad(), precision_mode(self.precision, self.device):
-                job.context = self.method.encode_image(image)
+                job.context = self.method.encode_image(image, **original)
         self._jobs.append(job)
         self._pending.extend((job, window) for window in windows)
         while len(self._pending) >= self.batch_size:

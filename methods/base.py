@@ -24,7 +24,7 @@ class SegMethod(abc.ABC):
         setup(protocol, benchmark)                    per-benchmark settings (logit scale, PAMR, ...)
         encode_classes(names, protocol.text)          -> bank; cached per (names, text) for the run
         for each image [3,H',W'] (methods that define it):
-            encode_image(image)                       -> context, handed to its crops as contexts=[...]
+            encode_image(image[, original])           -> context, handed to its crops as contexts=[...]
         for each batch of crops [B,3,h,w]:
             score(encode_crops(crops), bank)          -> [B,n_names,h',w']  (benchmarks sharing images:
                                                          encode_crops once, score per benchmark)
@@ -50,6 +50,9 @@ class SegMethod(abc.ABC):
     # step, as methods that upsample their logits straight to the original size do (Trident), instead of to the
     # image and then to the label size (mmseg's EncoderDecoder). Windows are stitched as usual in slide mode.
     single_upsample: ClassVar[bool] = False
+    # `encode_image` also receives the decoded image before the protocol's resize (`original=`), for methods whose
+    # authors read the image file again for a whole-image model (Trident's SAM pass).
+    needs_original_image: ClassVar[bool] = False
 
     # ---- required ------------------------------------------------------------------------------
 
@@ -83,11 +86,13 @@ class SegMethod(abc.ABC):
     def setup(self, protocol: Protocol, benchmark: BenchmarkSpec) -> None:  # noqa: B027
         """Before a benchmark's crops are scored: read its per-benchmark settings (method_settings)."""
 
-    def encode_image(self, image: Tensor) -> Any:
+    def encode_image(self, image: Tensor, original: Tensor | None = None) -> Any:
         """Whole-image context for the crops of one image (CASS's CLIP vector of the whole image), once per image.
 
         Args:
             image: the resized, normalised image [3,h,w] whose windows are the crops.
+            original: [H,W,3] uint8 RGB, the image as decoded from its file (label size), given to a method with
+                `needs_original_image` (None where the caller has no file: tools, benches of crops).
         Returns:
             Opaque; a method that defines this hook receives `contexts` (one per crop, the context of the crop's
             image) as a keyword of `predict_masks` and `encode_crops`.

@@ -26,8 +26,9 @@ the refinement still sees the whole image. It has no `encode_crops`/`score`: the
 settings (window stride, cos_fac, refine_neg_cos, the Cityscapes halves), so it is never shared across benchmarks.
 
 Decided here:
-- SAM sees the engine's resized image, un-normalised to uint8, not the image file read again as the reference does:
-  the method never sees the file. Where the protocol's resize leaves the image as it is, the two are the same.
+- SAM sees the decoded image before the protocol's resize (the engine hands it over: `needs_original_image`), as the
+  reference reads the file again; callers without the file (benches of crops, tools) give the resized image,
+  un-normalised to uint8, and an engine window smaller than its image (slide protocols) is SAM's picture itself.
 - every window is cut from a picture at least one window wide, so the reference's padding to 56 never applies and
   is not reproduced; DINO's grid must be a multiple of CLIP's (B/16 and B/8 both are).
 - precision: the reference runs CLIP, DINO and SAM's encoder in fp16; the affinities here are float32 with autocast
@@ -123,6 +124,7 @@ class Trident(VfmClipMethod):
     name = "trident"
     recipe: ClassVar[DenseRecipe] = TOWER
     single_upsample = True
+    needs_original_image = True  # SAM reads the image file again (get_trident_seg: cv2.imread(img_path))
     extra_options = ("vfm", "vfm_weights", "sam", "sam_weights", "beta", "gamma", "minimal_area",
                      "mask_coefficient", "iou_thresh", *PER_BENCHMARK)
     per_benchmark = PER_BENCHMARK
@@ -248,19 +250,23 @@ class Trident(VfmClipMethod):
         features = (layer_norm(visual.ln_post, tokens) @ visual.proj).float()
         return features / features.norm(dim=-1, keepdim=True)
 
-    def _features(self, picture: Tensor) -> tuple[Tensor, list[SamPicture]]:
-        passes = self._sam_passes(self._pixels(picture))
+    def _features(self, picture: Tensor, pixels: np.ndarray | None = None) -> tuple[Tensor, list[SamPicture]]:
+        """Unit features on SAM's grid of a normalised picture; SAM sees `pixels` (default: the picture's own)."""
+        passes = self._sam_passes(self._pixels(picture) if pixels is None else pixels)
         return self._picture_features(picture, passes), passes
 
     @torch.no_grad()
-    def encode_image(self, image: Tensor) -> TridentImage:
-        """The image's features on SAM's grid (whole-image protocols) and its SAM pass for `refine_labels`."""
-        features, passes = self._features(image) if self.whole_image else (None, [])
+    def encode_image(self, image: Tensor, original: Tensor | None = None) -> TridentImage:
+        """The image's features on SAM's grid (whole-image protocols) and its SAM pass for `refine_labels`. SAM sees
+        the decoded image before the protocol's resize where the engine gives it (`original`), as the reference reads
+        the file again; otherwise the resized image, un-normalised."""
+        pixels = np.ascontiguousarray(original.cpu().numpy()) if original is not None else self._pixels(image)
+        features, passes = self._features(image, pixels) if self.whole_image else (None, [])
         refinement = None
         if self.settings["sam_refine"]:
             whole = len(passes) == 1
             refinement = passes[0] if whole else encode_picture(
-                self.predictor, padded_to_multiple(self._pixels(image), self.sam.patch_size[0]))
+                self.predictor, padded_to_multiple(pixels, self.sam.patch_size[0]))
         return TridentImage(tuple(image.shape[-2:]), features, refinement)
 
     @torch.no_grad()

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark.data import check_dataset, list_samples, load_card, read_image, read_label
+from benchmark.data import BenchmarkDataset, check_dataset, list_samples, load_card, read_image, read_label
 from benchmark.errors import ConfigError, DataError
 from tests.fakedata import write_fake_dataset
 
@@ -39,6 +39,16 @@ def test_fake_dataset_in_card_layout_is_found_and_decoded(tmp_path, name):
         image, label = read_image(sample.image), read_label(sample.label, card)
         assert image.shape[:2] == label.shape and image.dtype == np.uint8
         assert set(np.unique(label)) <= set(range(card.num_classes)) | {255}
+
+
+def test_dataset_items_carry_the_decoded_image_only_when_asked(tmp_path):
+    card = load_card("voc21")
+    write_fake_dataset(card, tmp_path, count=1)
+    samples = list_samples(card, tmp_path)
+    plain = BenchmarkDataset(card, samples, [0], lambda image: image[:2])[0]
+    kept = BenchmarkDataset(card, samples, [0], lambda image: image[:2], keep_original=True)[0]
+    assert "original" not in plain
+    assert np.array_equal(kept["original"].numpy(), read_image(samples[0].image))
 
 
 def test_missing_dataset_is_reported_with_remedy(tmp_path):

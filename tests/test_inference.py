@@ -241,3 +241,23 @@ def test_refine_labels_gets_the_probabilities_its_labels_are_the_argmax_of(rule,
     assert torch.allclose(probs, expected_probs)
     assert torch.equal(labels, apply_background(scores.softmax(0), BackgroundSpec(rule), value))
     assert (labels == 1).any() and torch.equal(prediction.pred, torch.where(labels == 1, 2, labels))
+
+
+class OriginalReader(LabelRefiner):
+    needs_original_image = True
+
+    def encode_image(self, image, original=None):
+        self.original = original
+        return "context"
+
+
+def test_encode_image_gets_the_decoded_image_only_where_the_method_asks():
+    image = torch.randn(3, 12, 14)
+    original = torch.randint(0, 256, (6, 7, 3), dtype=torch.uint8)
+    spec = make_spec([["a"], ["b"]], mode="whole", crop=None, stride=None)
+    for method, expected in ((OriginalReader(), original), (LabelRefiner(), None)):
+        bank = method.encode_classes([["a"], ["b"]], make_text())
+        predictor = SlidingWindowPredictor(method, [ScoreHead(spec, bank, None)], batch_size=1)
+        item = PreparedImage(0, "0", image, torch.zeros(6, 7, dtype=torch.int64), original=original)
+        [*predictor.push(item), *predictor.flush()]  # LabelRefiner.encode_image takes no `original`: not passed
+        assert getattr(method, "original", None) is expected

@@ -36,7 +36,7 @@ def engine_label_map(
     prepared = ImagePreprocessor(spec.image)(image)
     label = torch.zeros(image.shape[:2], dtype=torch.int64)
     predictor = SlidingWindowPredictor(method, [ScoreHead(spec, bank, value)], batch_size=4)
-    item = PreparedImage(0, "parity", prepared, label)
+    item = PreparedImage(0, "parity", prepared, label, original=torch.from_numpy(image))
     predictions = [*predictor.push(item), *predictor.flush()]
     assert len(predictions) == 1 and resize_image(image, spec.image).shape[:2] == prepared.shape[-2:]
     return predictions[0].pred.cpu().numpy()

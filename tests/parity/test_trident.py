@@ -1,9 +1,9 @@
 """Trident against its authors' code (fixture: tests/parity/fixtures/trident, made by tools/parity/make_trident.py
 from YuHengsss/Trident with DINO's own ViT from facebookresearch/dino and the repository's own segment_anything).
 
-Each case is one whole image whose protocol resize is the identity (the reference's SAM reads the file, the
-adapter the resized image): the dense logits on the original grid, the label map without the SAM refinement and
-the label map with it, all through the engine (mode whole, one upsample, `refine_labels`).
+Each case is one whole image (SAM reads the original, CLIP the protocol's resize of it; two cases resize): the dense
+logits on the original grid, the label map without the SAM refinement and the label map with it, all through the
+engine (the original image handed to `encode_image`, mode whole, one upsample, `refine_labels`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 import torch.nn.functional as F
 
 from benchmark.protocol import load_protocol
@@ -63,8 +64,10 @@ def test_dense_logits_equal_the_references(case, options, protocol):
     spec = case_spec(protocol, case)
     method.setup(protocol, spec)
     bank = method.encode_classes([list(names) for names in spec.class_names], protocol.text)
-    image = resized_input(harness.whole_image(case["seed"], tuple(case["size"])), spec)[0]
-    scores = method.predict_masks(image[None], bank, contexts=[method.encode_image(image)]) / method.logit_scale
+    original = harness.whole_image(case["seed"], tuple(case["size"]))
+    image = resized_input(original, spec)[0]
+    context = method.encode_image(image, original=torch.from_numpy(original))
+    scores = method.predict_masks(image[None], bank, contexts=[context]) / method.logit_scale
     scores = F.interpolate(scores, size=tuple(case["size"]), mode="bilinear", align_corners=False)[0]
     ours = scores[:, ::case["subsample"], ::case["subsample"]].numpy()
     checks.assert_dense_equal(ours, ARRAYS[f"{case['case']}_dense"])

@@ -54,14 +54,15 @@ SUBSAMPLE = 8
 LOGIT_SCALE = 100.0
 
 # Class names: harness.LEADING_SYNONYM_LINES (only class 0 has several names, which the reference assumes).
-# case: (benchmark of the trident protocol, image seed, original size = resized size (the protocol's
-# short side equals the image's: SAM reads the file, the adapter the resized image), reference settings)
+# case: (benchmark of the trident protocol, image seed, original size, short side of the resize, reference settings).
+# SAM reads the original file, CLIP the resized tensor: voc21 and cityscapes_halves are resized (VOC's 500 x 375 to
+# 597 x 448 as the protocol does), the others are not.
 CASES = {
-    "voc21": ("voc21", 3, (448, 600), {}),
-    "context59": ("context59", 4, (380, 500), {}),
-    "voc20_stride112": ("voc20", 5, (336, 450), {}),
-    "cityscapes_halves": ("cityscapes", 6, (344, 688), {}),
-    "context59_all_masks": ("context59", 7, (400, 520), {"sam_iou_thresh": -1e9}),
+    "voc21": ("voc21", 3, (375, 500), 448, {}),
+    "context59": ("context59", 4, (380, 500), 380, {}),
+    "voc20_stride112": ("voc20", 5, (336, 450), 336, {}),
+    "cityscapes_halves": ("cityscapes", 6, (256, 512), 344, {}),
+    "context59_all_masks": ("context59", 7, (400, 520), 400, {"sam_iou_thresh": -1e9}),
 }
 
 REFERENCE_DID = (
@@ -80,9 +81,9 @@ REFERENCE_DID = (
     "(window 336, stride 224 or 112, cos_fac, refine_neg_cos, coarse_thresh, dataset_type 'CityscapesDataset' for "
     "the halves), sam_iou_thresh 0.8 unless the case says otherwise, minimal_area 225, sam_mask_coff 0.005, "
     "logit_scale 100 (the protocol's 40 leaves the fixture's probabilities near 1 / n_classes, at the "
-    "coarse thresholds), prob_thd of the protocol. Each image is written as a PNG that predict's SAM pass reads "
-    "(cv2.imread, img_path), and its engine resize (mmcv's equal) is the identity, so the resized tensor predict "
-    "receives and the file agree. Per case: get_trident_seg(resized image) -> logits at the original size (dense); "
+    "coarse thresholds), prob_thd of the protocol. Each original image is written as a PNG that predict's SAM pass "
+    "reads (cv2.imread, img_path); predict receives the engine's resize of it (mmcv's equal) and ori_shape the "
+    "original size. Per case: get_trident_seg(resized image) -> logits at the original size (dense); "
     "predict with sam_refinement=False -> pred_sem_seg and seg_logits (ties); predict with sam_refinement=True -> "
     "pred_sem_seg (refined). Text: prompts/imagenet_template.py openai_imagenet_template (80), each embedding "
     "normalised, mean, normalised."
@@ -136,12 +137,13 @@ def method_settings(benchmark: str) -> dict[str, Any]:
 
 
 def run_reference(trident: Any, names_file: Path, settings: dict[str, Any], image_path: Path, inputs: torch.Tensor,
-                  refine: bool) -> tuple[Any, Any]:
-    """The reference segmentor for one case, and its `predict` on the resized image (SAM reads `image_path`)."""
+                  size: tuple[int, int], refine: bool) -> tuple[Any, Any]:
+    """The reference segmentor for one case, and its `predict` on the resized image (SAM reads `image_path`; the
+    original size is `size`)."""
     model = trident.Trident("openai", "ViT-B/16", "dino", str(names_file), device="cpu", sam_refinement=refine,
                             sam_ckpt=None, **settings)
     model.sam_heads = harness.SAM_CONFIG["sam_kwargs"]["encoder_num_heads"]
-    data_sample = reference.sample(tuple(inputs.shape[-2:]))
+    data_sample = reference.sample(size)
     data_sample.img_path = str(image_path)
     return model, model.predict(inputs, [data_sample])[0]
 
@@ -185,8 +187,7 @@ def main() -> None:
     arrays: dict[str, np.ndarray] = {}
     cases = []
     lines = harness.LEADING_SYNONYM_LINES
-    for case, (benchmark, seed, size, extra) in CASES.items():
-        short = min(size)
+    for case, (benchmark, seed, size, short, extra) in CASES.items():
         spec = fixture_spec(protocol, benchmark, harness.class_names(lines), short=short)
         names_file = work / f"cls_{case}.txt"
         names_file.write_text("\n".join(line.replace(", ", "; ") for line in lines) + "\n")
@@ -197,10 +198,8 @@ def main() -> None:
         image_path = work / f"{case}.png"
         cv2.imwrite(str(image_path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         inputs = resized_input(image, spec)
-        if tuple(inputs.shape[-2:]) != size:
-            raise RuntimeError(f"{case}: the resize must be the identity, got {tuple(inputs.shape[-2:])}")
 
-        reference_run = partial(run_reference, trident, names_file, settings, image_path, inputs)
+        reference_run = partial(run_reference, trident, names_file, settings, image_path, inputs, size)
         plain_model, plain = reference_run(refine=False)
         logits = plain_model.get_trident_seg(inputs, str(image_path), [{"ori_shape": size}])[0]
         arrays[f"{case}_dense"] = logits[:, ::SUBSAMPLE, ::SUBSAMPLE].numpy()
@@ -214,6 +213,7 @@ def main() -> None:
         arrays[f"{case}_refined_ties"] = np.where((refined_scores.sum(dim=0) > 0).numpy(),
                                                   harness.decision_ties(refined_scores), arrays[f"{case}_ties"])
         cases.append({"case": case, "benchmark": benchmark, "seed": seed, "size": list(size), "short": short,
+                      "resized": list(inputs.shape[-2:]),
                       "settings": settings, "subsample": SUBSAMPLE,
                       "classes": "LEADING_SYNONYM_LINES",
                       "reference": "get_trident_seg -> logits at the original size (dense, every 8th pixel); predict "
@@ -244,7 +244,8 @@ def main() -> None:
             "it pools the wrong names, where the adapter (the engine) pools each class's own.",
             "sam_refinement passes the mask prompt as [1, 256, 256] (no batch dimension): the prompt encoder's "
             "LayerNorm2d then normalises over rows, not channels; the adapter passes the same shape.",
-            "SAM reads the image file again (cv2.imread) while CLIP reads the resized tensor.",
+            "SAM reads the image file again (cv2.imread) while CLIP reads the resized tensor (the adapter gets the "
+            "decoded file from the engine: needs_original_image).",
         ],
         "templates": "protocols/templates/imagenet80.txt",
         "cases": cases,
