@@ -162,18 +162,26 @@ class VfmBackbone:
         return x.transpose(1, 2).reshape(x.shape[0], x.shape[-1], grid[0], grid[1])
 
 
-    def last_block_keys(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
-        """The last block's attention keys of the patch tokens [B, heads, h*w, head_dim] (its qkv on norm1(x), prefix
-        tokens dropped; CASS's DinoSelfAttention), and the patch grid (h, w)."""
+    def last_block_qkv(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, tuple[int, int]]:
+        """The last block's attention queries, keys and values of the patch tokens, each [B, heads, h*w, head_dim]
+        (its qkv on norm1(x), prefix tokens dropped), and the patch grid (h, w)."""
         if self.is_sam:
-            raise WeightsError(f"{self.name} is a SAM: only a ViT's last-block keys are read here (give a DINO model)")
+            raise WeightsError(f"{self.name} is a SAM: only a ViT's last-block attention is read here "
+                               "(give a DINO model)")
         x, grid = self.tokens(images)
         for block in self.model.blocks[:-1]:
             x = block(x)
         last = self.model.blocks[-1]
         heads = last.attn.num_heads
         qkv = last.attn.qkv(last.norm1(x)).reshape(x.shape[0], x.shape[1], 3, heads, -1).permute(2, 0, 3, 1, 4)
-        return qkv[1][:, :, self.model.num_prefix_tokens:], grid
+        prefix = self.model.num_prefix_tokens
+        return qkv[0][:, :, prefix:], qkv[1][:, :, prefix:], qkv[2][:, :, prefix:], grid
+
+    def last_block_keys(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """The last block's attention keys of the patch tokens [B, heads, h*w, head_dim] (CASS's DinoSelfAttention),
+        and the patch grid (h, w)."""
+        _, keys, _, grid = self.last_block_qkv(images)
+        return keys, grid
 
 
 def build_vfm(config: dict[str, Any]) -> nn.Module:

@@ -1,0 +1,157 @@
+"""Makes tests/parity/fixtures/corrclip from CorrCLIP's own code (zdk258/CorrCLIP), run with mmseg stubbed: the dense
+scores of single crops with given region maps (the tower: `forward_feature(crop, masks)`).
+
+    python tools/parity/make_corrclip.py --repo /path/to/CorrCLIP/.git --dino-repo /path/to/dino/.git
+
+Needs scikit-learn (open_clip/transformer.py imports sklearn's DBSCAN).
+
+Both repositories are unpacked at their commits into temporary folders and run from there on the CPU, CorrCLIP with
+its own open_clip copy. `CorrCLIPSegmentation.__init__` builds CLIP with `create_model('ViT-B-16-quickgelu',
+pretrained='metaclip_fullcc', precision='fp16')` and DINO with `torch.hub.load('facebookresearch/dino:main',
+'dino_vitb8')`; here `create_model` is the repository's own `open_clip.load_openai_model(<state-dict file>,
+precision='fp32')` (QuickGELU, as ViT-B-16-quickgelu) on a 6-block fixture CLIP (the spatial branch averages
+num_layers - 4 = 2 blocks below 12 layers; the fixture's usual 3 blocks leave it none, which the reference cannot
+run), and `torch.hub.load` builds DINO's own `vision_transformer.VisionTransformer` (patch 8, the fixture's width and
+depth) with the fixture's random DINO weights. `.half()` casts are no-ops (float32 throughout). `transformers`
+(imported for the Mask2Former generator) and `openpyxl` are stubbed; the mask generators are not used: the region
+maps are given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import types
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.parity import harness  # noqa: E402
+from tools.parity import reference  # noqa: E402
+from tools.parity.make_proxyclip import dino_factory  # noqa: E402
+
+REPOSITORY = "zdk258/CorrCLIP"
+COMMIT = "181ad57"
+DINO_REPOSITORY = "facebookresearch/dino"
+DINO_COMMIT = "7c446df"
+SEED = 3
+VISION_LAYERS = 6
+DINO_SEED = 4
+DINO_PERTURBATION = 0.5
+SUBSAMPLE = 8
+
+# case: (crop seed, crop shape, region-map seed, regions drawn, share of the crop left unsegmented)
+CASES = {
+    "crops_336_regions": (2, (336, 336), 11, 6, 0.2),
+    "crops_224_regions": (1, (224, 224), 12, 4, 0.3),
+    "crops_224_two_regions": (5, (224, 224), 13, 1, 0.4),  # one segment and the unsegmented area: no merging
+    "crops_336_all_segmented": (6, (336, 336), 14, 5, 0.0),  # the smallest segment plays the unsegmented area
+}
+
+REFERENCE_DID = (
+    "corrclip_segmentor.create_model replaced by the repository's open_clip.load_openai_model(state-dict file, "
+    "precision='fp32', device='cpu') on the fixture CLIP with 6 vision blocks (QuickGELU, as ViT-B-16-quickgelu); "
+    "torch.hub.load('facebookresearch/dino:main', 'dino_vitb8') replaced by DINO's own vision_transformer."
+    "VisionTransformer(patch_size=8, embed_dim=64, depth=2, num_heads=2, qkv_bias=True, LayerNorm eps 1e-6, "
+    "num_classes=0) from facebookresearch/dino@7c446df with the fixture's random DINO weights (strict); "
+    "torch.Tensor.half and nn.Module.half made no-ops, so CLIP, DINO and their inputs stay float32; transformers and "
+    "openpyxl stubbed (unused). Per crop: forward_feature(crop[None], region_map[None, None]) -> cosines against the "
+    "name embeddings on the DINO grid, bilinear to the crop (every 8th pixel stored). Text: "
+    "prompts/imagenet_template.py openai_imagenet_template (80), each embedding normalised, mean, normalised."
+)
+
+
+def region_map(seed: int, shape: tuple[int, int], regions: int, unsegmented: float) -> np.ndarray:
+    """[h, w] int32 region ids of blob-shaped regions 1..regions, 0 where unsegmented (a share of the crop)."""
+    generator = np.random.default_rng(seed)
+    coarse = generator.random((regions + 1, max(2, shape[0] // 48), max(2, shape[1] // 48)))
+    fields = torch.nn.functional.interpolate(torch.from_numpy(coarse)[None], size=shape, mode="bilinear",
+                                             align_corners=False)[0].numpy()
+    ids = fields[1:].argmax(axis=0).astype(np.int32) + 1
+    if unsegmented > 0:
+        ids[fields[0] < np.quantile(fields[0], unsegmented)] = 0
+    return ids
+
+
+def stub_unreached_imports() -> None:
+    sys.modules["openpyxl"] = types.ModuleType("openpyxl")
+    transformers = types.ModuleType("transformers")
+    transformers.AutoImageProcessor = transformers.Mask2FormerForUniversalSegmentation = None
+    sys.modules["transformers"] = transformers
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", type=Path, required=True, help="git directory of zdk258/CorrCLIP")
+    parser.add_argument("--dino-repo", type=Path, required=True, help="git directory of facebookresearch/dino")
+    parser.add_argument("--commit", default=COMMIT)
+    parser.add_argument("--dino-commit", default=DINO_COMMIT)
+    parser.add_argument("--out", type=Path, default=harness.FIXTURES / "corrclip")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="parity-corrclip-"))
+    weights = harness.random_openai_clip(SEED, vision_layers=VISION_LAYERS)
+    clip_path = harness.save_weights(weights, work / "clip.pt")
+    dino_weights = harness.random_dino(DINO_SEED, DINO_PERTURBATION)
+
+    reference.install_stubs()
+    stub_unreached_imports()
+    for name in [name for name in sys.modules if name == "open_clip" or name.startswith("open_clip.")]:
+        del sys.modules[name]
+    dino_source = reference.checkout(args.dino_repo, args.dino_commit)
+    source = reference.checkout(args.repo, args.commit)
+    import corrclip_segmentor  # the reference, from the checkout
+    import open_clip  # the repository's copy
+
+    if not Path(open_clip.__file__).resolve().is_relative_to(source.resolve()):
+        raise RuntimeError(f"open_clip imported from {open_clip.__file__}, not from the checkout {source}")
+    corrclip_segmentor.create_model = lambda *_, **__: open_clip.load_openai_model(
+        str(clip_path), precision="fp32", device="cpu")
+    torch.hub.load = dino_factory(dino_source, dino_weights)
+    torch.Tensor.half = lambda self, *_, **__: self
+    nn.Module.half = lambda self: self
+
+    names_file = work / "cls_plain.txt"
+    names_file.write_text("\n".join(line.replace(", ", "; ") for line in harness.CLASS_LINES) + "\n")
+    model = corrclip_segmentor.CorrCLIPSegmentation("metaclip_fullcc", "ViT-B-16-quickgelu", "dino_vitb8",
+                                                    str(names_file), device="cpu")
+    arrays: dict[str, np.ndarray] = {}
+    cases = []
+    for case, (seed, shape, map_seed, regions, unsegmented) in CASES.items():
+        crops = harness.crop_batch(seed, shape)
+        maps = [region_map(map_seed + number, shape, regions, unsegmented) for number in range(len(crops))]
+        logits = torch.cat([model.forward_feature(crop[None], torch.from_numpy(ids)[None, None])
+                            for crop, ids in zip(crops, maps, strict=True)]).float()
+        arrays[case] = logits[..., ::SUBSAMPLE, ::SUBSAMPLE].numpy()
+        arrays[f"{case}_regions"] = np.stack(maps).astype(np.int16)
+        cases.append({"case": case, "kind": "dense", "seed": seed, "shape": list(shape), "count": len(crops),
+                      "classes": "CLASS_LINES", "subsample": SUBSAMPLE, "regions": regions,
+                      "unsegmented": unsegmented, "region_seed": map_seed,
+                      "reference": "forward_feature(crop, region map): cosines on the DINO grid, bilinear to the crop",
+                      "classes_predicted": int(len(np.unique(logits.argmax(1).numpy())))})
+
+    meta = {
+        "method": "corrclip", "repository": REPOSITORY, "commit": args.commit,
+        "dino_repository": DINO_REPOSITORY, "dino_commit": args.dino_commit,
+        "script": "tools/parity/make_corrclip.py",
+        "weights": {"seed": SEED, "perturbation": harness.PERTURBATION, "vision_layers": VISION_LAYERS,
+                    "sha256": harness.weights_digest(weights), "keys": list(weights)},
+        "dino_weights": {"seed": DINO_SEED, "perturbation": DINO_PERTURBATION, "config": harness.DINO_CONFIG,
+                         "sha256": harness.weights_digest(dino_weights), "keys": list(dino_weights)},
+        "reference_did": REFERENCE_DID,
+        "templates": "protocols/templates/imagenet80.txt",
+        "cases": cases,
+    }
+    harness.write_fixture(args.out, meta, arrays)
+    print(f"wrote {args.out} from {REPOSITORY}@{args.commit} ({source}) and {DINO_REPOSITORY}@{args.dino_commit}")
+    for entry in cases:
+        print(f"  {entry['case']}: {entry['classes_predicted']} classes predicted")
+
+
+if __name__ == "__main__":
+    main()
