@@ -307,7 +307,7 @@ def _measured(loop: Callable[[], LoopResult], device: torch.device) -> LoopResul
 @torch.no_grad()
 def reference_predict(
     method: SegMethod, bank: Any, spec: BenchmarkSpec, background_value: float | None, image: Tensor,
-    label_size: tuple[int, int], original: Tensor | None = None,
+    label_size: tuple[int, int], original: Tensor | None = None, stem: str | None = None,
 ) -> tuple[Tensor, int]:
     """One image as mmseg 0.27 slide_inference / whole_inference + inference(rescale=True) run it.
 
@@ -325,7 +325,7 @@ def reference_predict(
     preds = image.new_zeros((1, len(spec.flat_names), height, width))
     count = image.new_zeros((1, 1, height, width))
     with precision_mode("fp32", image.device):
-        given = {"original": original} if method.needs_original_image else {}
+        given = {"original": original, "stem": stem} if method.needs_original_image else {}
         context = method.encode_image(image, **given) if method.uses_image_context() else None
     contexts = {"contexts": [context]} if method.uses_image_context() else {}
     for h_idx in range(grids_h):
@@ -334,8 +334,9 @@ def reference_predict(
             y2, x2 = min(y1 + crop_h, height), min(x1 + crop_w, width)
             y1, x1 = max(y2 - crop_h, 0), max(x2 - crop_w, 0)
             crop = image[None, :, y1:y2, x1:x2]
+            windows = {"windows": [(y1, y2, x1, x2)]} if method.needs_windows else {}
             with precision_mode("fp32", image.device):
-                logits = method.predict_masks(crop, bank, **contexts).float()
+                logits = method.predict_masks(crop, bank, **contexts, **windows).float()
             if upsamples_once(method, spec):  # whole image: from the method's grid to the label size at once
                 preds, count = logits, image.new_ones(1)
                 continue
@@ -384,7 +385,8 @@ def reference_loop(
         if seen:
             label = np.where(np.isin(label, seen), card.ignore_index, label)
         pred, forwards = reference_predict(
-            method, bank, spec, background_value, item["image"].to(device), tuple(label.shape), item.get("original")
+            method, bank, spec, background_value, item["image"].to(device), tuple(label.shape), item.get("original"),
+            item["stem"],
         )
         update_confusion(matrix, pred.cpu().numpy(), label, card.ignore_index)
         crops += forwards

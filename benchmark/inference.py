@@ -260,7 +260,7 @@ class SlidingWindowPredictor:
         job = _Job(item, len(windows), torch.zeros(height, width, device=self.device),
                    scores=[None] * len(self.heads), windows=windows)
         if self._uses_context:
-            original = {"original": item.original} if self.method.needs_original_image else {}
+            original = {"original": item.original, "stem": item.stem} if self.method.needs_original_image else {}
             with torch.no_grad(), precision_mode(self.precision, self.device):
                 job.context = self.method.encode_image(image, **original)
         self._jobs.append(job)
@@ -284,7 +284,9 @@ class SlidingWindowPredictor:
                 break
             batch.append(self._pending.popleft())
         crops = torch.stack([job.item.image[:, a:b, c:d] for job, (a, b, c, d) in batch])
-        context = {"contexts": [job.context for job, _ in batch]} if self._uses_context else {}
+        context: dict[str, Any] = {"contexts": [job.context for job, _ in batch]} if self._uses_context else {}
+        if self.method.needs_windows:
+            context["windows"] = [window for _, window in batch]
         with torch.no_grad(), precision_mode(self.precision, self.device):
             if len(self.heads) == 1:
                 head_scores = [self._predict_masks(crops, self.heads[0].bank, **context)]

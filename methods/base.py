@@ -24,7 +24,8 @@ class SegMethod(abc.ABC):
         setup(protocol, benchmark)                    per-benchmark settings (logit scale, PAMR, ...)
         encode_classes(names, protocol.text)          -> bank; cached per (names, text) for the run
         for each image [3,H',W'] (methods that define it):
-            encode_image(image[, original])           -> context, handed to its crops as contexts=[...]
+            encode_image(image[, original, stem])     -> context, handed to its crops as contexts=[...]
+                                                     (and windows=[...], their places, with needs_windows)
         for each batch of crops [B,3,h,w]:
             score(encode_crops(crops), bank)          -> [B,n_names,h',w']  (benchmarks sharing images:
                                                          encode_crops once, score per benchmark)
@@ -50,9 +51,13 @@ class SegMethod(abc.ABC):
     # step, as methods that upsample their logits straight to the original size do (Trident), instead of to the
     # image and then to the label size (mmseg's EncoderDecoder). Windows are stitched as usual in slide mode.
     single_upsample: ClassVar[bool] = False
-    # `encode_image` also receives the decoded image before the protocol's resize (`original=`), for methods whose
-    # authors read the image file again for a whole-image model (Trident's SAM pass).
+    # `encode_image` also receives the decoded image before the protocol's resize (`original=`) and the sample's
+    # stem (`stem=`), for methods whose authors read the image file again (Trident's SAM pass) or files of their own
+    # per image (CorrCLIP's region masks).
     needs_original_image: ClassVar[bool] = False
+    # `predict_masks` / `encode_crops` also receive each crop's place in its image (`windows=[(y1, y2, x1, x2)]`), for
+    # methods whose crops read a whole-image map of their own from the context (CorrCLIP's region masks).
+    needs_windows: ClassVar[bool] = False
 
     # ---- required ------------------------------------------------------------------------------
 
@@ -86,13 +91,14 @@ class SegMethod(abc.ABC):
     def setup(self, protocol: Protocol, benchmark: BenchmarkSpec) -> None:  # noqa: B027
         """Before a benchmark's crops are scored: read its per-benchmark settings (method_settings)."""
 
-    def encode_image(self, image: Tensor, original: Tensor | None = None) -> Any:
+    def encode_image(self, image: Tensor, original: Tensor | None = None, stem: str | None = None) -> Any:
         """Whole-image context for the crops of one image (CASS's CLIP vector of the whole image), once per image.
 
         Args:
             image: the resized, normalised image [3,h,w] whose windows are the crops.
             original: [H,W,3] uint8 RGB, the image as decoded from its file (label size), given to a method with
                 `needs_original_image` (None where the caller has no file: tools, benches of crops).
+            stem: the sample's file stem, with `original`.
         Returns:
             Opaque; a method that defines this hook receives `contexts` (one per crop, the context of the crop's
             image) as a keyword of `predict_masks` and `encode_crops`.
@@ -178,11 +184,14 @@ class SegMethod(abc.ABC):
         return type(self).refine_labels is not SegMethod.refine_labels
 
     def crop_context(self, images: list[Tensor]) -> dict[str, Any]:
-        """Keywords for `predict_masks` / `encode_crops` of crops cut from `images` (one per crop): `contexts` for a
-        method with `encode_image`, nothing otherwise. For callers outside the engine (bench, tools)."""
-        if not self.uses_image_context():
-            return {}
-        return {"contexts": [self.encode_image(image) for image in images]}
+        """Keywords for `predict_masks` / `encode_crops` of crops that are whole `images` (one per crop): `contexts`
+        for a method with `encode_image`, `windows` for one with `needs_windows`. For callers outside the engine."""
+        keywords: dict[str, Any] = {}
+        if self.uses_image_context():
+            keywords["contexts"] = [self.encode_image(image) for image in images]
+        if self.needs_windows:
+            keywords["windows"] = [(0, image.shape[-2], 0, image.shape[-1]) for image in images]
+        return keywords
 
     def scores_from_features(self) -> bool:
         """Whether the method implements both encode_crops and score."""

@@ -256,7 +256,7 @@ class Trident(VfmClipMethod):
         return self._picture_features(picture, passes), passes
 
     @torch.no_grad()
-    def encode_image(self, image: Tensor, original: Tensor | None = None) -> TridentImage:
+    def encode_image(self, image: Tensor, original: Tensor | None = None, stem: str | None = None) -> TridentImage:
         """The image's features on SAM's grid (whole-image protocols) and its SAM pass for `refine_labels`. SAM sees
         the decoded image before the protocol's resize where the engine gives it (`original`), as the reference reads
         the file again; otherwise the resized image, un-normalised."""

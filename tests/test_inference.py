@@ -246,8 +246,8 @@ def test_refine_labels_gets_the_probabilities_its_labels_are_the_argmax_of(rule,
 class OriginalReader(LabelRefiner):
     needs_original_image = True
 
-    def encode_image(self, image, original=None):
-        self.original = original
+    def encode_image(self, image, original=None, stem=None):
+        self.original, self.stem = original, stem
         return "context"
 
 

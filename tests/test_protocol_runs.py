@@ -20,9 +20,10 @@ import yaml
 from PIL import Image
 
 from benchmark.cli import main
-from benchmark.data import load_card
+from benchmark.data import list_samples, load_card, read_image
 from benchmark.protocol import load_protocol, read_templates
 from benchmark.synthetic.tinyclip import MODEL_NAME, create_tiny_clip
+from methods.clip_baseline import baseline_defaults
 from tests.factories import write_tiny_sam, write_tiny_vfm
 from tests.fakedata import write_fake_dataset
 
@@ -31,8 +32,9 @@ SPLIT_PROTOCOLS = ("zs_spnet_voc", "zs_spnet_cocostuff", "zs_zs3net_voc2", "zs_z
 ALL_CARDS = ("voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff171", "cityscapes", "ade20k")
 BASELINES = ("clip", "maskclip", "sclip", "clearclip", "naclip")
 # Training-free methods with a native protocol of their own name.
-NEWER_CLIP_METHODS = ("scclip", "pearl", "resclip", "sfp", "gem", "proxyclip", "cass")
-VFM_METHODS = ("proxyclip", "cass", "trident")  # CLIP beside a vision foundation model: the tiny random DINO stands in
+NEWER_CLIP_METHODS = ("scclip", "pearl", "resclip", "sfp", "gem", "proxyclip", "cass", "corrclip")
+# CLIP beside a vision foundation model: the tiny random DINO stands in
+VFM_METHODS = ("proxyclip", "cass", "trident", "corrclip")
 # Trident also takes SAM (the tiny random SAM), whose encoder reads 1024 x 1024 whatever the image: it runs on fewer
 # benchmarks (test_trident_runs_...), and cuts windows of its own from each picture: the tiny geometry's.
 TRIDENT_TINY = ("--opt", "window_crop=32", "--opt", "window_stride=16")
@@ -62,8 +64,26 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         write_fake_dataset(load_card(card), data, count=2, sizes=[(60, 80), (72, 64)], seed=3)
     vfm_config, vfm_weights = write_tiny_vfm(root / "vfm")
     sam_config, sam_weights = write_tiny_sam(root / "sam")
+    masks = write_region_maps(data, root / "region_masks")
     return {"root": root, "clip": clip, "captions": captions, "data": data, "vfm": vfm_config,
-            "vfm_weights": vfm_weights, "sam": sam_config, "sam_weights": sam_weights}
+            "vfm_weights": vfm_weights, "sam": sam_config, "sam_weights": sam_weights, "masks": masks}
+
+
+def write_region_maps(data: Path, folder: Path) -> Path:
+    """CorrCLIP's region maps for every image of the fake datasets, in the authors' layout (<folder>/<dataset
+    folder>/<image file stem>.npz, key instance_mask): a few blocks, 0 unsegmented."""
+    folders = baseline_defaults("corrclip")["region_mask_folders"]
+    for card_name in ALL_CARDS:
+        card = load_card(card_name)
+        for number, sample in enumerate(list_samples(card, data)):
+            height, width = read_image(sample.image).shape[:2]
+            ids = np.zeros((height, width), dtype=np.int32)
+            ids[: height // 2, : width // 2] = 3 + number
+            ids[height // 2:, width // 3:] = 7
+            target = folder / folders[card_name] / f"{sample.image.stem}.npz"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(target, instance_mask=ids)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +151,8 @@ def method_options(method: str, world: dict[str, Path], checkpoints: dict[str, P
         clip_options += ["--opt", f"vfm={world['vfm']}", "--opt", f"vfm_weights={world['vfm_weights']}"]
     if method == "trident":
         clip_options += ["--opt", f"sam={world['sam']}", "--opt", f"sam_weights={world['sam_weights']}", *TRIDENT_TINY]
+    if method == "corrclip":
+        clip_options += ["--opt", f"region_masks={world['masks']}"]
     return clip_options
 
 
@@ -220,6 +242,8 @@ def test_every_clip_method_runs_through_eval_on_vit_b16_shapes(tmp_path):
             options += ["--opt", f"vfm={vfm}", "--opt", "vfm_weights=null"]
         if method == "trident":
             options += ["--opt", "sam_weights=null"]
+        if method == "corrclip":
+            options += ["--opt", f"region_masks={write_region_maps(data, tmp_path / 'region_masks')}"]
         code = main([
             "eval", "--method", method, "--protocol", "tcl8", "--benchmarks", "voc21", "--allow-incomplete",
             *options, "--data-root", str(world["data"]), "--results", str(tmp_path / "results"), "--workers", "0",
