@@ -166,8 +166,9 @@ def crop_count(spec: BenchmarkSpec, sizes: list[tuple[int, int]]) -> int:
 
 @torch.no_grad()
 def flops_per_crop(method: SegMethod, bank: Any, spec: BenchmarkSpec, device: torch.device) -> int | None:
-    """The model's FLOPs on one full crop (matrix products, convolutions, attention); None in whole mode."""
-    if spec.inference.mode != "slide":
+    """The model's FLOPs on one full crop (matrix products, convolutions, attention); None in whole mode and for a
+    method whose per-image context reads the sample's own files (`needs_original_image`: a zero crop has none)."""
+    if spec.inference.mode != "slide" or method.needs_original_image:
         return None
     crop = torch.zeros(1, 3, spec.inference.crop, spec.inference.crop, device=device)
     with FlopCounterMode(display=False) as counter:

@@ -92,8 +92,12 @@ class CorrCLIP(VfmClipMethod):
                      "pad_multiple", "map_correction", "spatial_layers")
 
     def __init__(self, model: str | None = "ViT-B-16-quickgelu", pretrained: str | None = "metaclip_fullcc",
-                 **options: Any) -> None:
-        super().__init__(model, pretrained, **options)
+                 checkpoint: str | None = None, weights_root: str | None = None, text_cache: str | bool | None = None,
+                 backbone: Any = None, allow_torchscript: bool = False, **options: Any) -> None:
+        """ClipBaseline's constructor with CorrCLIP's CLIP as the default: MetaCLIP ViT-B/16-quickgelu
+        (configs/base_config.py clip_type='metaclip_fullcc', model_type='ViT-B-16-quickgelu')."""
+        super().__init__(model, pretrained, checkpoint, weights_root, text_cache, backbone, allow_torchscript,
+                         **options)
 
     def configure(self, given: dict[str, Any]) -> None:
         options = self.options
@@ -126,9 +130,9 @@ class CorrCLIP(VfmClipMethod):
         self.crop_normalisation = crop_normalisation(benchmark.image.mean, benchmark.image.std)
         self.image_suffix = benchmark.dataset.img_suffix
         root = self.options["region_masks"]
-        if root is None:
-            self.mask_folder = None
-            return
+        if root is None:  # before the first image: nothing is computed without the maps
+            raise BenchmarkError(f"corrclip reads a region map per image: get {MASKS_SOURCE}, and pass its folder as "
+                                 "--opt region_masks=<folder>")
         folder = self.defaults["region_mask_folders"].get(benchmark.dataset.name)
         if folder is None:
             raise BenchmarkError(f"corrclip has no region-map folder for dataset {benchmark.dataset.name!r}: add it to "
@@ -140,7 +144,9 @@ class CorrCLIP(VfmClipMethod):
 
     def config(self) -> dict[str, Any]:
         config = super().config()
-        config["options"].pop("region_masks", None)  # a location; the maps' content is named by the protocol's data
+        masks = config["options"].get("region_masks")
+        if masks is not None:  # the folder's name, not its location: a run's identity holds no path
+            config["options"]["region_masks"] = Path(masks).name
         return config
 
     # ---- image side ------------------------------------------------------------------------------
@@ -150,8 +156,8 @@ class CorrCLIP(VfmClipMethod):
         """The image's region map at its original size and resized: `<region_masks>/<folder>/<name>.npz`, the name
         the image file's without its extension (generate_mask: Path(img_path).stem)."""
         if self.mask_folder is None:
-            raise BenchmarkError(f"corrclip reads a region map per image: get {MASKS_SOURCE}, and pass its folder as "
-                                 "--opt region_masks=<folder>")
+            raise BenchmarkError("corrclip reads its region maps from the benchmark's folder: setup(protocol, "
+                                 "benchmark) first (the engine does)")
         if stem is None:
             raise BenchmarkError("corrclip finds an image's region map by its stem: encode_image(image, original, "
                                  "stem) (the engine passes both)")

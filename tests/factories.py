@@ -91,8 +91,9 @@ TINY_SAM_CONFIG = {  # a tiny random SAM: segment-anything's layout, image encod
 }
 
 
-def write_tiny_sam(folder: Path, seed: int = 0) -> tuple[Path, Path]:
-    """(config .json, weights .pth) of a tiny random SAM (segment-anything's state-dict layout)."""
+def write_tiny_vision_model(folder: Path, config: dict, name: str, seed: int = 0) -> tuple[Path, Path]:
+    """(config .json, weights .pth) of a tiny random vision model built from `config` (`build_vfm`: timm's layout,
+    which is DINO's, or segment-anything's)."""
     import json
 
     import torch
@@ -100,26 +101,19 @@ def write_tiny_sam(folder: Path, seed: int = 0) -> tuple[Path, Path]:
     from methods.vfm_backbone import build_vfm
 
     folder.mkdir(parents=True, exist_ok=True)
-    config = folder / "tiny_sam.json"
-    config.write_text(json.dumps(TINY_SAM_CONFIG, indent=2))
+    config_path = folder / f"{name}.json"
+    config_path.write_text(json.dumps(config, indent=2))
     torch.manual_seed(seed)
-    weights = folder / "tiny_sam.pth"
-    torch.save(build_vfm(TINY_SAM_CONFIG).state_dict(), weights)
-    return config, weights
+    weights = folder / f"{name}.pth"
+    torch.save(build_vfm(config).state_dict(), weights)
+    return config_path, weights
+
+
+def write_tiny_sam(folder: Path, seed: int = 0) -> tuple[Path, Path]:
+    """A tiny random SAM (TINY_SAM_CONFIG)."""
+    return write_tiny_vision_model(folder, TINY_SAM_CONFIG, "tiny_sam", seed)
 
 
 def write_tiny_vfm(folder: Path, seed: int = 0) -> tuple[Path, Path]:
-    """(config .json, weights .pth) of a tiny random DINO-like ViT, saved in timm's (= DINO's) state-dict layout."""
-    import json
-
-    import torch
-
-    from methods.vfm_backbone import build_vfm
-
-    folder.mkdir(parents=True, exist_ok=True)
-    config = folder / "tiny_dino.json"
-    config.write_text(json.dumps(TINY_VFM_CONFIG, indent=2))
-    torch.manual_seed(seed)
-    weights = folder / "tiny_dino.pth"
-    torch.save(build_vfm(TINY_VFM_CONFIG).state_dict(), weights)  # timm's layout, which is DINO's
-    return config, weights
+    """A tiny random DINO-like ViT (TINY_VFM_CONFIG)."""
+    return write_tiny_vision_model(folder, TINY_VFM_CONFIG, "tiny_dino", seed)

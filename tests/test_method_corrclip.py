@@ -92,9 +92,8 @@ def test_without_a_region_map_folder_the_run_stops_with_where_to_get_one(method)
     protocol = load_protocol("corrclip")
     bare = CorrCLIP(backbone=method.clip, vfm=method.options["vfm"], vfm_weights=method.options["vfm_weights"],
                     spatial_layers=1)
-    bare.setup(protocol, protocol.benchmarks["voc21"])
     with pytest.raises(BenchmarkError, match=r"region_masks=<folder>"):
-        bare.encode_image(torch.zeros(3, 8, 8), torch.zeros(8, 8, 3, dtype=torch.uint8), "2007_000033")
+        bare.setup(protocol, protocol.benchmarks["voc21"])
     with pytest.raises(BenchmarkError, match="spatial branch averages 1 to depth - 2 = 2 blocks"):
         CorrCLIP(backbone=method.clip, vfm=method.options["vfm"], vfm_weights=method.options["vfm_weights"])
 

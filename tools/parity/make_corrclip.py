@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -36,7 +35,6 @@ from benchmark.protocol import load_protocol  # noqa: E402
 from tests.parity import harness  # noqa: E402
 from tests.parity.engine import fixture_spec, resized_input  # noqa: E402
 from tools.parity import reference  # noqa: E402
-from tools.parity.make_proxyclip import dino_factory  # noqa: E402
 
 REPOSITORY = "zdk258/CorrCLIP"
 COMMIT = "181ad57"
@@ -126,20 +124,15 @@ def main() -> None:
 
     reference.install_stubs()
     stub_unreached_imports()
-    for name in [name for name in sys.modules if name == "open_clip" or name.startswith("open_clip.")]:
-        del sys.modules[name]
     dino_source = reference.checkout(args.dino_repo, args.dino_commit)
     source = reference.checkout(args.repo, args.commit)
+    open_clip = reference.own_open_clip(source)
     import corrclip_segmentor  # the reference, from the checkout
-    import open_clip  # the repository's copy
 
-    if not Path(open_clip.__file__).resolve().is_relative_to(source.resolve()):
-        raise RuntimeError(f"open_clip imported from {open_clip.__file__}, not from the checkout {source}")
     corrclip_segmentor.create_model = lambda *_, **__: open_clip.load_openai_model(
         str(clip_path), precision="fp32", device="cpu")
-    torch.hub.load = dino_factory(dino_source, dino_weights)
-    torch.Tensor.half = lambda self, *_, **__: self
-    nn.Module.half = lambda self: self
+    torch.hub.load = reference.dino_factory(dino_source, dino_weights, "dino_vitb8", harness.DINO_CONFIG)
+    reference.float32_halves()
 
     names_file = work / "cls_plain.txt"
     names_file.write_text("\n".join(line.replace(", ", "; ") for line in harness.CLASS_LINES) + "\n")

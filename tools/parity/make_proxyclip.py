@@ -20,13 +20,11 @@ import argparse
 import sys
 import tempfile
 import types
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -85,37 +83,6 @@ def stub_unreached_imports() -> None:
     sys.modules["einops"].rearrange = None
 
 
-def dino_factory(dino_source: Path, weights: dict[str, torch.Tensor]):
-    """torch.hub.load's stand-in: DINO's own ViT from the checkout, with the fixture weights."""
-    sys.path.insert(0, str(dino_source))
-    import vision_transformer as dino_vits  # DINO's, from its checkout
-
-    def load(repo: str, model: str, *args: Any, **kwargs: Any) -> nn.Module:
-        if (repo, model) != ("facebookresearch/dino:main", "dino_vitb8"):
-            raise RuntimeError(f"unexpected torch.hub.load({repo!r}, {model!r})")
-        config = harness.DINO_CONFIG["timm_kwargs"]
-        vit = dino_vits.VisionTransformer(patch_size=8, embed_dim=config["embed_dim"], depth=config["depth"],
-                                          num_heads=config["num_heads"], mlp_ratio=4, qkv_bias=True,
-                                          norm_layer=partial(nn.LayerNorm, eps=1e-6), num_classes=0)
-        vit.load_state_dict(weights, strict=True)
-        return vit.eval()
-
-    return load
-
-
-def sam_factory(weights: dict[str, torch.Tensor]):
-    """sam_model_registry['vit_b']'s stand-in: segment-anything's own _build_sam at the fixture's encoder size, with
-    the fixture weights (strict)."""
-    from segment_anything.build_sam import _build_sam
-
-    def build(checkpoint: Any = None) -> nn.Module:
-        sam = _build_sam(**harness.SAM_CONFIG["sam_kwargs"], checkpoint=None)
-        sam.load_state_dict(weights, strict=True)
-        return sam.eval()
-
-    return {"vit_b": build}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, required=True, help="git directory of mc-lan/ProxyCLIP")
@@ -134,21 +101,16 @@ def main() -> None:
 
     reference.install_stubs()
     stub_unreached_imports()
-    for name in [name for name in sys.modules if name == "open_clip" or name.startswith("open_clip.")]:
-        del sys.modules[name]
     dino_source = reference.checkout(args.dino_repo, args.dino_commit)
     source = reference.checkout(args.repo, args.commit)
-    import open_clip  # the repository's copy
+    open_clip = reference.own_open_clip(source)
     import proxyclip_segmentor  # the reference, from the checkout
 
-    if not Path(open_clip.__file__).resolve().is_relative_to(source.resolve()):
-        raise RuntimeError(f"open_clip imported from {open_clip.__file__}, not from the checkout {source}")
     proxyclip_segmentor.create_model = lambda *_, **__: open_clip.load_openai_model(
         str(clip_path), precision="fp32", device="cpu")
-    torch.hub.load = dino_factory(dino_source, dino_weights)
-    proxyclip_segmentor.sam_model_registry = sam_factory(sam_weights)
-    torch.Tensor.half = lambda self, *_, **__: self
-    nn.Module.half = lambda self: self
+    torch.hub.load = reference.dino_factory(dino_source, dino_weights, "dino_vitb8", harness.DINO_CONFIG)
+    proxyclip_segmentor.sam_model_registry = reference.sam_factory(sam_weights, harness.SAM_CONFIG)
+    reference.float32_halves()
 
     def segmentor(names_file: Path, vfm: str = "dino", **settings: Any):
         return proxyclip_segmentor.ProxyCLIPSegmentation("openai", "ViT-B/16", vfm, str(names_file),

@@ -29,7 +29,6 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -89,36 +88,6 @@ REFERENCE_DID = (
     "normalised, mean, normalised."
 )
 
-def dino_factory(dino_source: Path, weights: dict[str, torch.Tensor]):
-    """torch.hub.load's stand-in: DINO's own ViT-B/16 layout from the checkout, with the fixture weights."""
-    sys.path.insert(0, str(dino_source))
-    import vision_transformer as dino_vits  # DINO's, from its checkout
-
-    def load(repo: str, model: str, *args: Any, **kwargs: Any) -> nn.Module:
-        if (repo, model) != ("facebookresearch/dino:main", "dino_vitb16"):
-            raise RuntimeError(f"unexpected torch.hub.load({repo!r}, {model!r})")
-        config = harness.DINO_B16_CONFIG["timm_kwargs"]
-        vit = dino_vits.VisionTransformer(patch_size=16, embed_dim=config["embed_dim"], depth=config["depth"],
-                                          num_heads=config["num_heads"], mlp_ratio=4, qkv_bias=True,
-                                          norm_layer=partial(nn.LayerNorm, eps=1e-6), num_classes=0)
-        vit.load_state_dict(weights, strict=True)
-        return vit.eval()
-
-    return load
-
-
-def sam_factory(weights: dict[str, torch.Tensor]):
-    """sam_model_registry['vit_b']'s stand-in: the repository's own _build_sam at the fixture size (strict)."""
-    from segment_anything.build_sam import _build_sam  # the repository's copy
-
-    def build(checkpoint: Any = None) -> nn.Module:
-        sam = _build_sam(**harness.SAM_CONFIG["sam_kwargs"], checkpoint=None)
-        sam.load_state_dict(weights, strict=True)
-        return sam.eval()
-
-    return {"vit_b": build}
-
-
 def method_settings(benchmark: str) -> dict[str, Any]:
     """The reference's keyword settings for a benchmark, from the adapter's settings file (base + cfg_*.py)."""
     import yaml
@@ -166,23 +135,20 @@ def main() -> None:
 
     reference.install_stubs()
     sys.modules["openpyxl"] = types.ModuleType("openpyxl")
-    for name in [name for name in sys.modules
-                 if name.split(".")[0] in ("open_clip", "segment_anything")]:
+    for name in [name for name in sys.modules if name.split(".")[0] == "segment_anything"]:
         del sys.modules[name]
     dino_source = reference.checkout(args.dino_repo, args.dino_commit)
     source = reference.checkout(args.repo, args.commit)
-    import open_clip  # the repository's copy
+    open_clip = reference.own_open_clip(source)
     import segment_anything  # the repository's copy
     import trident  # the reference, from the checkout
 
-    for module in (open_clip, segment_anything):
-        if not Path(module.__file__).resolve().is_relative_to(source.resolve()):
-            raise RuntimeError(f"{module.__name__} imported from {module.__file__}, not from the checkout {source}")
+    if not Path(segment_anything.__file__).resolve().is_relative_to(source.resolve()):
+        raise RuntimeError(f"segment_anything imported from {segment_anything.__file__}, not from {source}")
     trident.create_model = lambda *_, **__: open_clip.load_openai_model(str(clip_path), precision="fp32", device="cpu")
-    torch.hub.load = dino_factory(dino_source, dino_weights)
-    trident.sam_model_registry = sam_factory(sam_weights)
-    torch.Tensor.half = lambda self, *_, **__: self if self.is_floating_point() else self.float()
-    nn.Module.half = lambda self: self
+    torch.hub.load = reference.dino_factory(dino_source, dino_weights, "dino_vitb16", harness.DINO_B16_CONFIG)
+    trident.sam_model_registry = reference.sam_factory(sam_weights, harness.SAM_CONFIG)
+    reference.float32_halves()
 
     arrays: dict[str, np.ndarray] = {}
     cases = []

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import types
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,57 @@ def checkout(git_dir: Path, commit: str, suffixes: tuple[str, ...] = CODE_SUFFIX
         target.write_bytes(subprocess.run([*git, "cat-file", "blob", blob], check=True, capture_output=True).stdout)
     sys.path.insert(0, str(folder))
     return folder
+
+
+def dino_factory(dino_source: Path, weights: dict[str, torch.Tensor], model: str, config: dict[str, Any]):
+    """torch.hub.load's stand-in for facebookresearch/dino `model` (e.g. dino_vitb8): DINO's own VisionTransformer
+    from the checkout at `dino_source`, with the patch size of the model's name and the width, depth and heads of
+    `config["timm_kwargs"]`, loaded strictly with `weights`."""
+    sys.path.insert(0, str(dino_source))
+    import vision_transformer as dino_vits  # DINO's, from its checkout
+
+    def load(repo: str, name: str, *args: Any, **kwargs: Any) -> nn.Module:
+        if (repo, name) != ("facebookresearch/dino:main", model):
+            raise RuntimeError(f"unexpected torch.hub.load({repo!r}, {name!r})")
+        shape = config["timm_kwargs"]
+        vit = dino_vits.VisionTransformer(patch_size=int(model.rsplit("b", 1)[1]), embed_dim=shape["embed_dim"],
+                                          depth=shape["depth"], num_heads=shape["num_heads"], mlp_ratio=4,
+                                          qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6), num_classes=0)
+        vit.load_state_dict(weights, strict=True)
+        return vit.eval()
+
+    return load
+
+
+def sam_factory(weights: dict[str, torch.Tensor], config: dict[str, Any]) -> dict[str, Any]:
+    """sam_model_registry's stand-in ({'vit_b': build}): `_build_sam` of whichever segment_anything comes first on
+    sys.path (the pip package, or a reference's own copy) at the config's encoder size, loaded strictly."""
+    from segment_anything.build_sam import _build_sam
+
+    def build(checkpoint: Any = None) -> nn.Module:
+        sam = _build_sam(**config["sam_kwargs"], checkpoint=None)
+        sam.load_state_dict(weights, strict=True)
+        return sam.eval()
+
+    return {"vit_b": build}
+
+
+def own_open_clip(source: Path) -> Any:
+    """The repository's own open_clip copy (any other imported before is dropped first), checked to come from it."""
+    for name in [name for name in sys.modules if name == "open_clip" or name.startswith("open_clip.")]:
+        del sys.modules[name]
+    import open_clip
+
+    if not Path(open_clip.__file__).resolve().is_relative_to(source.resolve()):
+        raise RuntimeError(f"open_clip imported from {open_clip.__file__}, not from the checkout {source}")
+    return open_clip
+
+
+def float32_halves() -> None:
+    """Make `.half()` a no-op (integer tensors become float32, as .half() makes them floating): the reference runs
+    float32 on the CPU, as the adapter does."""
+    torch.Tensor.half = lambda self, *_, **__: self if self.is_floating_point() else self.float()
+    nn.Module.half = lambda self: self
 
 
 def sample(ori_shape: tuple[int, int]) -> SegDataSample:
