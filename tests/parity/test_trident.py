@@ -12,13 +12,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 import torch.nn.functional as F
 
 from benchmark.protocol import load_protocol
 from methods.trident import Trident
 from tests.parity import checks, harness
-from tests.parity.engine import engine_label_map, fixture_spec, resized_input
+from tests.parity.engine import engine_label_map, fixture_spec
 
 META, ARRAYS = harness.read_fixture("trident")
 CASES = META["cases"]
@@ -59,28 +58,26 @@ def method_for(options, case, refine: bool) -> Trident:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case["case"] for case in CASES])
-def test_dense_logits_equal_the_references(case, options, protocol):
-    method = method_for(options, case, refine=False)
-    spec = case_spec(protocol, case)
-    method.setup(protocol, spec)
-    bank = method.encode_classes([list(names) for names in spec.class_names], protocol.text)
-    original = harness.whole_image(case["seed"], tuple(case["size"]))
-    image = resized_input(original, spec)[0]
-    context = method.encode_image(image, original=torch.from_numpy(original))
-    scores = method.predict_masks(image[None], bank, contexts=[context]) / method.logit_scale
-    scores = F.interpolate(scores, size=tuple(case["size"]), mode="bilinear", align_corners=False)[0]
-    ours = scores[:, ::case["subsample"], ::case["subsample"]].numpy()
-    checks.assert_dense_equal(ours, ARRAYS[f"{case['case']}_dense"])
-
-
-@pytest.mark.parametrize("case", CASES, ids=[case["case"] for case in CASES])
-def test_label_maps_with_and_without_sam_refinement_equal_the_references(case, options, protocol):
+def test_dense_logits_and_label_maps_with_and_without_sam_refinement_equal_the_references(case, options, protocol):
+    """One engine run: the dense logits are the scores predict_masks hands the engine, the unrefined label map the
+    one the engine hands refine_labels, the refined one the engine's result."""
     spec = case_spec(protocol, case)
     image = harness.whole_image(case["seed"], tuple(case["size"]))
-    for refine, key, ties in ((False, "unrefined", "ties"), (True, "refined", "refined_ties")):
-        ours = engine_label_map(method_for(options, case, refine), protocol, spec, protocol.text, image)
+    method = method_for(options, case, refine=True)
+    seen: dict[str, list] = {"scores": [], "labels": []}
+    predict_masks, refine_labels = method.predict_masks, method.refine_labels
+    method.predict_masks = lambda *args, **kwargs: seen["scores"].append(predict_masks(*args, **kwargs)) or \
+        seen["scores"][-1]
+    method.refine_labels = lambda probs, labels, context: seen["labels"].append(labels.clone()) or \
+        refine_labels(probs, labels, context)
+    refined = engine_label_map(method, protocol, spec, protocol.text, image)
+    (dense,), (unrefined,) = seen["scores"], seen["labels"]
+    dense = F.interpolate(dense / method.logit_scale, size=tuple(case["size"]), mode="bilinear", align_corners=False)[0]
+    step = case["subsample"]
+    checks.assert_dense_equal(dense[:, ::step, ::step].numpy(), ARRAYS[f"{case['case']}_dense"])
+    for ours, key, ties in ((unrefined.numpy(), "unrefined", "ties"), (refined, "refined", "refined_ties")):
         assert tuple(ours.shape) == tuple(case["size"])
         decided = ~ARRAYS[f"{case['case']}_{ties}"]
         np.testing.assert_array_equal(ours[decided], ARRAYS[f"{case['case']}_{key}"][decided], err_msg=key)
         assert (~decided).mean() < checks.TIE_SHARE
-    assert case["classes_predicted"] > 1
+    assert case["classes_predicted"] > 1 and not np.array_equal(unrefined.numpy(), refined)
