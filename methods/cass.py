@@ -54,7 +54,7 @@ from torch import Tensor
 from benchmark.errors import BenchmarkError
 from benchmark.registry import register_method
 from methods.cass_spectral import spectral_last_block
-from methods.clip_baseline import checked_number
+from methods.clip_baseline import checked_flag, checked_number
 from methods.clip_dense import DenseRecipe, check_supported, clip_block, last_block_input, layer_norm
 from methods.clip_text import TextBank
 from methods.vfm_method import VfmClipMethod
@@ -141,12 +141,6 @@ def presence_adjusted_names(patches: Tensor, names: Tensor, presence: Tensor, cl
     return adjusted
 
 
-def _flag(value: Any, key: str, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise BenchmarkError(f"cass {where} {key} must be true or false, got {value!r}")
-    return value
-
-
 @register_method()
 class CASS(VfmClipMethod):
     """CASS (Kim et al., CVPR 2025): DINO's spectral graphs in CLIP's last attention; object-presence prior."""
@@ -168,7 +162,7 @@ class CASS(VfmClipMethod):
     def _benchmark_value(self, key: str, settings: dict[str, Any], dataset: str | None) -> Any:
         value, where = self.benchmark_setting(key, settings, dataset)
         if key in ("eigenscaling", "global_from_crop"):
-            return _flag(value, key, where)
+            return checked_flag("cass", where, key, value)
         return checked_number("cass", where, key, value)
 
     def setup(self, protocol: Protocol, benchmark: BenchmarkSpec) -> None:

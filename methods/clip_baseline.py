@@ -48,6 +48,20 @@ def checked_number(method: str, where: str, key: str, value: Any) -> float:
     return float(value)
 
 
+def checked_flag(method: str, where: str, key: str, value: Any) -> bool:
+    """A true/false option or setting, or one error naming the method, where it came from and the key."""
+    if not isinstance(value, bool):
+        raise BenchmarkError(f"{method} {where} {key} must be true or false, got {value!r}")
+    return value
+
+
+def checked_positive_integer(method: str, where: str, key: str, value: Any) -> int:
+    """A positive integer option or setting (not a bool), or one error naming the method, where and the key."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BenchmarkError(f"{method} {where} {key} must be a positive integer, got {value!r}")
+    return value
+
+
 def tiny_clip_options(assets: DemoAssets) -> dict[str, Any]:
     """On the synthetic world: the tiny CLIP, loaded like any CLIP weights file."""
     return {"model": assets.clip_model, "pretrained": str(assets.clip_checkpoint)}

@@ -41,7 +41,7 @@ from torch import Tensor
 from benchmark import paths
 from benchmark.errors import BenchmarkError
 from benchmark.registry import register_method
-from methods.clip_baseline import checked_number
+from methods.clip_baseline import checked_flag, checked_number, checked_positive_integer
 from methods.clip_dense import CropFeatures, DenseRecipe, check_supported
 from methods.corrclip_tower import TOWER, CorrSettings, corrclip_features, dino_query_key
 from methods.proxyclip import center_padding
@@ -103,12 +103,8 @@ class CorrCLIP(VfmClipMethod):
         options = self.options
         for key in ("alpha", "beta", "temperature", "merge_eps"):
             checked_number("corrclip", "option", key, options[key])
-        multiple = options["pad_multiple"]
-        if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
-            raise BenchmarkError(f"corrclip option pad_multiple must be a positive integer, got {multiple!r}")
-        if not isinstance(options["map_correction"], bool):
-            raise BenchmarkError(f"corrclip option map_correction must be true or false, got "
-                                 f"{options['map_correction']!r}")
+        checked_positive_integer("corrclip", "option", "pad_multiple", options["pad_multiple"])
+        checked_flag("corrclip", "option", "map_correction", options["map_correction"])
         depth = len(self.net.visual.transformer.resblocks)
         spatial = options["spatial_layers"]
         if spatial is None:  # the authors' NUM_SPATIAL by depth

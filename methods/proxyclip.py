@@ -45,9 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmark.errors import BenchmarkError
 from benchmark.registry import register_method
-from methods.clip_baseline import checked_number
+from methods.clip_baseline import checked_number, checked_positive_integer
 from methods.clip_dense import CropFeatures, DenseRecipe, check_supported, last_block_input, layer_norm
 from methods.vfm_method import CLIP_MEAN, CLIP_STD, VfmClipMethod, crop_normalisation
 
@@ -119,9 +118,7 @@ class ProxyCLIP(VfmClipMethod):
         options = self.options
         for key in ("beta", "gamma"):
             checked_number("proxyclip", "option", key, options[key])
-        multiple = options["pad_multiple"]
-        if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
-            raise BenchmarkError(f"proxyclip option pad_multiple must be a positive integer, got {multiple!r}")
+        checked_positive_integer("proxyclip", "option", "pad_multiple", options["pad_multiple"])
         self.load_vision_model()
         self.crop_normalisation = (CLIP_MEAN, CLIP_STD)  # until setup() reads the benchmark's
 

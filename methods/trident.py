@@ -50,7 +50,7 @@ from benchmark.errors import BenchmarkError
 from benchmark.inference import slide_windows
 from benchmark.registry import register_method
 from methods.base import SegMethod
-from methods.clip_baseline import checked_number
+from methods.clip_baseline import checked_flag, checked_number, checked_positive_integer
 from methods.clip_dense import CropFeatures, DenseRecipe, check_supported, feature_cosines, last_block_input, layer_norm
 from methods.clip_text import TextBank
 from methods.trident_sam import (
@@ -136,7 +136,7 @@ class Trident(VfmClipMethod):
         options = self.options
         for key in ("beta", "gamma", "mask_coefficient", "iou_thresh"):
             checked_number("trident", "option", key, options[key])
-        _integer(options["minimal_area"], "minimal_area", "option")
+        checked_positive_integer("trident", "option", "minimal_area", options["minimal_area"])
         self.settings = {key: self._benchmark_value(key, {}, None) for key in PER_BENCHMARK}
         self.load_vision_model()
         if self.vfm.is_sam:
@@ -154,11 +154,9 @@ class Trident(VfmClipMethod):
     def _benchmark_value(self, key: str, settings: dict[str, Any], dataset: str | None) -> Any:
         value, where = self.benchmark_setting(key, settings, dataset)
         if key in FLAGS:
-            if not isinstance(value, bool):
-                raise BenchmarkError(f"trident {where} {key} must be true or false, got {value!r}")
-            return value
+            return checked_flag("trident", where, key, value)
         if key in INTEGERS:
-            return _integer(value, key, where)
+            return checked_positive_integer("trident", where, key, value)
         return checked_number("trident", where, key, value)
 
     def setup(self, protocol: Protocol, benchmark: BenchmarkSpec) -> None:
@@ -172,7 +170,7 @@ class Trident(VfmClipMethod):
 
     def config(self) -> dict[str, Any]:
         config = super().config()
-        config["sam"] = {"name": self.sam.name, "config": self.sam.config, "weights_sha256": self.sam.weights_sha256}
+        config["sam"] = self.sam.identity()
         return config
 
     def backbone(self) -> str | None:
@@ -294,8 +292,3 @@ class Trident(VfmClipMethod):
                                   self.options["mask_coefficient"], self.options["iou_thresh"])
         return refine_with_prompts(self.predictor, context.sam, probs, labels, settings)
 
-
-def _integer(value: Any, key: str, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise BenchmarkError(f"trident {where} {key} must be a positive integer, got {value!r}")
-    return value

@@ -110,6 +110,10 @@ class VfmBackbone:
     def describe(self) -> str:
         return self.name if not self.pretrained else f"{self.name}/{Path(self.pretrained).name}"
 
+    def identity(self) -> dict[str, Any]:
+        """What a record stores of the model: its name, its architecture config and its weights file's sha256."""
+        return {"name": self.name, "config": self.config, "weights_sha256": self.weights_sha256}
+
     def renormalised(self, images: Tensor, clip_mean: tuple[float, ...], clip_std: tuple[float, ...]) -> Tensor:
         """CLIP-normalised images -> the model's normalisation, as ProxyCLIP's UnNormalize then Normalize:
         x * clip_std + clip_mean, then (x - mean) / std, per channel (mean/std on a 0-1 scale)."""

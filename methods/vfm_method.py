@@ -33,7 +33,7 @@ class VfmClipMethod(ClipBaseline):
 
     def config(self) -> dict[str, Any]:
         config = super().config()
-        config["vfm"] = {"name": self.vfm.name, "config": self.vfm.config, "weights_sha256": self.vfm.weights_sha256}
+        config["vfm"] = self.vfm.identity()
         return config
 
     def backbone(self) -> str | None:
