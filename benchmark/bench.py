@@ -105,7 +105,7 @@ def raw_label_values(card: DatasetCard) -> np.ndarray:
     """Values a label file of this card holds before the card's mapping (reduce_zero_label, ignore)."""
     if card.reduce_zero_label:
         return np.arange(card.num_classes + 1)
-    ignore = [card.ignore_index] if card.ignore_index <= 255 else []
+    ignore = [card.ignore_index] if card.ignore_index <= 65535 else []
     return np.array([*range(card.num_classes), *ignore])
 
 
@@ -118,8 +118,9 @@ def synthetic_image(rng: np.random.Generator, width: int, height: int) -> np.nda
 
 
 def synthetic_label(rng: np.random.Generator, width: int, height: int, values: np.ndarray) -> np.ndarray:
-    """A random index map of 16x16-pixel blocks."""
-    coarse = rng.choice(values, size=(max(1, height // 16 + 1), max(1, width // 16 + 1))).astype(np.uint8)
+    """A random index map of 16x16-pixel blocks; 8-bit, or 16-bit where a value exceeds 255 (A-847, PC-459)."""
+    dtype = np.uint8 if values.max() <= 255 else np.uint16
+    coarse = rng.choice(values, size=(max(1, height // 16 + 1), max(1, width // 16 + 1))).astype(dtype)
     return cv2.resize(coarse, (width, height), interpolation=cv2.INTER_NEAREST)
 
 
@@ -436,6 +437,8 @@ class BenchSettings:
     seed: int = 0
     profile_dir: Path | None = None  # after timing, one more run of each loop under cProfile, saved here
     compile: bool = False  # torch.compile the engine's forward; the reference loop stays eager
+    image_size: tuple[int, int] | None = None  # (width, height) of every image; None: the card's bench_shapes.yaml
+    score_memory_mib: int = 1024  # the engine's EvalSettings.score_memory_mib
 
 
 @dataclass
@@ -459,6 +462,7 @@ def _measure(run: MethodRun, protocol: Protocol, precision: str, spec: Benchmark
             data_root=data_root, results_root=folder / results, batch_size=settings.batch_size,
             device=str(device), limit=limit, allow_incomplete=True, workers=settings.workers,
             save_every_s=math.inf, progress=False, compile=settings.compile,
+            score_memory_mib=settings.score_memory_mib,
         )
         return evaluate_benchmark(run, engine_protocol, spec, eval_settings, banks=banks)
 
@@ -507,7 +511,9 @@ def run_bench(run: MethodRun, protocol: Protocol, benchmark: str, settings: Benc
     device = torch.device(settings.device)
     method = run.method.to(device).eval()
     with tempfile.TemporaryDirectory(prefix="zsbench-bench-") as folder:
-        sizes = write_synthetic_split(card, size_range_for(card), settings.images, settings.seed, Path(folder) / "data")
+        size_range = size_range_for(card) if settings.image_size is None else SizeRange(
+            (settings.image_size[0],) * 2, (settings.image_size[1],) * 2)
+        sizes = write_synthetic_split(card, size_range, settings.images, settings.seed, Path(folder) / "data")
         measured = _measure(run, protocol, precision, spec, settings, Path(folder), sizes)
     engine_runs, reference_runs, flops, agreement = (
         measured.engine_runs, measured.reference_runs, measured.flops, measured.agreement

@@ -14,6 +14,7 @@ from benchmark.cli_args import (
     add_roots_group,
     add_running_group,
     comma_list,
+    image_size,
     method_run,
     non_negative_float,
     non_negative_int,
@@ -97,6 +98,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         shared_pass=not args.no_shared_pass,
         compile=args.compile,
+        score_memory_mib=args.score_memory,
     )
     run = method_run(args)
     if shard.is_main:
@@ -181,6 +183,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         images=args.n, device=args.device, precision=args.precision, batch_size=args.batch_size,
         workers=args.workers, warmup=args.warmup, repeat=args.repeat, seed=args.seed,
         profile_dir=Path(args.profile) if args.profile else None, compile=args.compile,
+        image_size=args.image_size, score_memory_mib=args.score_memory,
     )
     result = run_bench(method_run(args), protocol, args.benchmark, settings)
     print(bench_table(result))
@@ -235,6 +238,9 @@ def add_eval_command(commands: argparse._SubParsersAction) -> None:
     running.add_argument("--batch-size", type=positive_int, default=16, help="crops per forward pass")
     running.add_argument("--workers", type=non_negative_int, default=2,
                          help="DataLoader workers for decoding and resizing")
+    running.add_argument("--score-memory", type=positive_int, default=1024, metavar="MiB",
+                         help="an image's float32 class scores beyond which the engine stitches, upsamples and "
+                              "reduces them a chunk of classes at a time (large vocabularies; default: 1024)")
     add_roots_group(run, "data", "weights", "results")
     run.set_defaults(func=cmd_eval)
 
@@ -253,12 +259,17 @@ def add_bench_command(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--repeat", type=positive_int, default=1,
                        help="time each loop this many times, alternating, and report the fastest run")
     bench.add_argument("--seed", type=int, default=0, help="seed of the synthetic images and labels")
+    bench.add_argument("--image-size", type=image_size, metavar="WxH",
+                       help="every synthetic image this size (default: the card's typical sizes, bench_shapes.yaml)")
     bench.add_argument("--json", metavar="OUT", help="also write the result to this JSON file")
     bench.add_argument("--profile", metavar="DIR",
                        help="after timing, run each loop once more under cProfile: DIR/engine.prof, reference.prof")
     running = add_running_group(bench, progress=False)
     running.add_argument("--batch-size", type=positive_int, default=16, help="crops per forward pass of the engine")
     running.add_argument("--workers", type=non_negative_int, default=0, help="DataLoader workers, for both loops")
+    running.add_argument("--score-memory", type=positive_int, default=1024, metavar="MiB",
+                         help="an image's float32 class scores beyond which the engine stitches, upsamples and "
+                              "reduces them a chunk of classes at a time (large vocabularies; default: 1024)")
     add_roots_group(bench, "weights")
     bench.set_defaults(func=cmd_bench)
 

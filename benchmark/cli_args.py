@@ -47,6 +47,14 @@ def positive_int(text: str) -> int:
     return _number(text, int, least=1)
 
 
+def image_size(text: str) -> tuple[int, int]:
+    """argparse type: WIDTHxHEIGHT in pixels, each >= 1 (e.g. 2048x512)."""
+    width, sep, height = text.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit() or int(width) < 1 or int(height) < 1:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels such as 2048x512, got {text!r}")
+    return int(width), int(height)
+
+
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0 (workers, examples to keep, warm-up images)."""
     return _number(text, int, least=0)

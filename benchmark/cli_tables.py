@@ -1,7 +1,8 @@
 """`zsbench` subcommands that turn records into tables and pictures.
 
-leaderboard  records under results folders -> md | latex | csv | html | json, optionally a PNG plot
-build        merge records from several machines or folders into one table (one hash per protocol)
+leaderboard  records under results folders -> md | latex | csv | html | json, optionally a PNG plot;
+             --view vocabulary: mIoU with a small and a large class list and the drop (vocabulary_scaling.py)
+build        merge records from several machines or folders into one table (one hash per protocol); --view as above
 reproduce    run the published entries that can run here; write leaderboard/REPRODUCTION.md
 predict      one image, a list of class names -> a colour overlay with a legend
 check-published  validate leaderboard/published*.yaml
@@ -111,11 +112,7 @@ def _select(records: list[dict[str, Any]], args: argparse.Namespace) -> tuple[li
     return [r for r in records if r["protocol"]["name"] == args.protocol], benchmarks
 
 
-def _write_outputs(boards: list[Any], args: argparse.Namespace) -> None:
-    from benchmark.formats import RenderOptions, format_for, render
-
-    fmt = format_for(args.out, args.format)
-    text = render(boards, fmt, RenderOptions(per_class=args.per_class, title=args.title))
+def _write_text(text: str, fmt: str, what: str, args: argparse.Namespace) -> None:
     if args.out:
         out = Path(args.out)
         if fmt == "md" and out.is_file():
@@ -124,25 +121,85 @@ def _write_outputs(boards: list[Any], args: argparse.Namespace) -> None:
             text = splice(out.read_text(encoding="utf-8"), text)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8")
-        print(f"wrote {out} ({fmt}, {len(boards)} protocol table(s))", file=sys.stderr)
+        print(f"wrote {out} ({fmt}, {what})", file=sys.stderr)
     else:
         sys.stdout.write(text)
+
+
+def _write_outputs(boards: list[Any], args: argparse.Namespace) -> None:
+    from benchmark.formats import RenderOptions, format_for, render
+
+    fmt = format_for(args.out, args.format)
+    options = RenderOptions(per_class=args.per_class or bool(args.per_class_layout), title=args.title,
+                            per_class_layout=args.per_class_layout or "auto")
+    _write_text(render(boards, fmt, options), fmt, f"{len(boards)} protocol table(s)", args)
     if args.plot:
         from benchmark.formats.plot import save_plot
 
         print(f"wrote {save_plot(boards, Path(args.plot))}", file=sys.stderr)
 
 
+def _check_view_options(args: argparse.Namespace) -> None:
+    """Options of one view given with the other are errors, not silently ignored."""
+    if args.view == "vocabulary":
+        options = {"--published": args.published, "--published-file": args.published_file,
+                   "--per-class": args.per_class, "--per-class-layout": args.per_class_layout, "--plot": args.plot}
+        given = [flag for flag, value in options.items() if value]
+        if given:
+            raise BenchmarkError(f"{given[0]}: not with --view vocabulary, which shows measured mIoU with a small and "
+                                 "a large class list; use the default --view board for it")
+    elif args.vocabulary_pairs:
+        raise BenchmarkError("--vocabulary-pairs: only with --view vocabulary")
+
+
+def _vocabulary_boards(records: list[dict[str, Any]], args: argparse.Namespace, one_hash: bool) -> list[Any]:
+    """--view vocabulary: boards of the --protocol (else every protocol with a large benchmark) and, for the small
+    side, of its base protocol in the pairs file; --benchmarks keeps the pairs with a named benchmark. one_hash
+    (build): records of two hashes of one protocol among those are an error, as for the board."""
+    from benchmark.leaderboard import check_one_hash_per_protocol
+    from benchmark.vocabulary_scaling import build_vocabulary_boards, load_vocabulary_pairs
+
+    pairs = load_vocabulary_pairs(Path(args.vocabulary_pairs) if args.vocabulary_pairs else None)
+    named = comma_list(args.benchmarks)
+    if named:
+        unknown = _unknown("--benchmarks", named, pairs.benchmarks, f"in no pair of {pairs.path}")
+        if unknown:
+            raise BenchmarkError(f"{unknown}; paired benchmarks: {_listing(pairs.benchmarks)}")
+        pairs = pairs.restricted(named)
+    selected, _ = _select(records, argparse.Namespace(**{**vars(args), "benchmarks": None}))
+    if args.protocol:
+        bases = {pairs.base_protocols[name] for name in {r["protocol"]["name"] for r in selected}
+                 if name in pairs.base_protocols}
+        selected += [r for r in records if r["protocol"]["name"] in bases and (args.partial or not r.get("partial"))]
+    if one_hash:
+        check_one_hash_per_protocol(selected)
+    return build_vocabulary_boards(selected, pairs)
+
+
+def _write_vocabulary(records: list[dict[str, Any]], args: argparse.Namespace, one_hash: bool = False) -> None:
+    from benchmark.formats import RenderOptions, format_for, render_vocabulary
+
+    fmt = format_for(args.out, args.format)
+    boards = _vocabulary_boards(records, args, one_hash)
+    text = render_vocabulary(boards, fmt, RenderOptions(title=args.title))
+    _write_text(text, fmt, f"{len(boards)} vocabulary-scaling table(s)", args)
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from benchmark.leaderboard import build_boards
 
+    _check_view_options(args)
     folders = [Path(f) for f in args.results] if args.results else [paths.results_root()]
     missing = [str(folder) for folder in folders if not folder.exists()]
     if missing and (args.results or os.environ.get("ZSSEG_RESULTS")):
         given = "--results" if args.results else "$ZSSEG_RESULTS"
         raise BenchmarkError(f"{given} {', '.join(missing)}: no such folder (records are where `zsbench eval "
                              "--results` wrote them; default ./results)")
-    records, benchmarks = _select(_records([f for f in folders if f.exists()], args.strict), args)
+    records = _records([f for f in folders if f.exists()], args.strict)
+    if args.view == "vocabulary":
+        _write_vocabulary(records, args)
+        return 0
+    records, benchmarks = _select(records, args)
     published = _published_entries(args)
     boards = build_boards(records, published, benchmarks)
     if published is not None and args.protocol and not records:
@@ -158,11 +215,18 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     from benchmark.leaderboard import build_boards, check_one_hash_per_protocol
 
+    _check_view_options(args)
     sources = [Path(source) for source in args.sources]
     missing = [str(source) for source in sources if not source.exists()]
     if missing:
         raise BenchmarkError(f"no such results folder or record file: {', '.join(missing)}")
-    records, benchmarks = _select(_deduplicated(_records(sources, args.strict)), args)
+    records = _deduplicated(_records(sources, args.strict))
+    if args.view == "vocabulary":
+        if not records:
+            raise BenchmarkError(f"no records under {', '.join(map(str, sources))}")
+        _write_vocabulary(records, args, one_hash=True)
+        return 0
+    records, benchmarks = _select(records, args)
     if not records:
         raise BenchmarkError(f"no records under {', '.join(map(str, sources))}")
     check_one_hash_per_protocol(records)
@@ -256,7 +320,18 @@ def _table_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=["md", "latex", "csv", "html", "json"],
                         help="output format (default: from --out's suffix, else md)")
     parser.add_argument("--out", help="file to write (default: standard output)")
+    parser.add_argument("--view", choices=["board", "vocabulary"], default="board",
+                        help="board: mIoU per benchmark (default); vocabulary: each run's mIoU with a small and a "
+                        "large class list (context59/context459, ade20k/ade847) and the drop")
+    parser.add_argument("--vocabulary-pairs", metavar="FILE",
+                        help="pairs file for --view vocabulary (default: leaderboard/vocabulary_pairs.yaml)")
     parser.add_argument("--per-class", action="store_true", help="per-class IoU tables")
+    from benchmark.leaderboard import PER_CLASS_LAYOUTS, WIDE_CLASS_LIMIT
+
+    parser.add_argument("--per-class-layout", choices=PER_CLASS_LAYOUTS,
+                        help="per-class tables (implies --per-class): wide, a row per class and a column per run; "
+                        "long, a row per run, benchmark and class; auto (default): long once a benchmark has more "
+                        f"than {WIDE_CLASS_LIMIT} classes")
     parser.add_argument("--published", action="store_true",
                         help="paper numbers and differences beside measured ones (leaderboard/published*.yaml)")
     parser.add_argument("--published-file", action="append", default=[], metavar="FILE",

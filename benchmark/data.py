@@ -251,8 +251,12 @@ def read_image(path: Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+INDEX_MODES = {"L", "P", "I;16", "I;16L", "I;16B", "I"}  # 8-bit, palette, 16-bit and 32-bit integer images
+
+
 def read_label_raw(path: Path) -> np.ndarray:
-    """The label file's index values, HxW. Palette PNGs give their indices, never colours."""
+    """The label file's index values, HxW, exactly: 8-bit and palette PNGs (indices, never colours) and 16-bit
+    PNG/TIFF labels (the detectron2-style trees of A-847 and PC-459, values up to 65535)."""
     if not path.is_file():
         raise DataError(f"{path}: label file is missing; {PREPARE_HINT}")
     try:
@@ -263,6 +267,11 @@ def read_label_raw(path: Path) -> np.ndarray:
                 raise DataError(
                     f"{path}: label is a colour ({mode}) image, expected an index PNG (mode L or P); "
                     "convert it to class indices (see datasets/README.md)"
+                )
+            if mode not in INDEX_MODES:
+                raise DataError(
+                    f"{path}: label is a {mode!r} image, expected integer class indices (8- or 16-bit PNG or TIFF); "
+                    "re-prepare the dataset (see datasets/README.md)"
                 )
             array = np.array(image)
     except DataError:

@@ -25,3 +25,4 @@ class EvalSettings:
     progress: bool = True
     shared_pass: bool = True  # benchmarks over the same images in one pass, where the method has the hooks
     compile: bool = False  # torch.compile the method's forward (recorded; changes fp32 rounding slightly)
+    score_memory_mib: int = 1024  # an image's float32 scores beyond which classes are stitched in chunks

@@ -107,7 +107,7 @@ def run_pass(method: SegMethod, members: list[PassMember], settings: EvalSetting
     first.head.activate()
     predictor = SlidingWindowPredictor(
         method, [member.head for member in members], settings.batch_size, device, precision,
-        compile_model=settings.compile,
+        compile_model=settings.compile, score_bytes=settings.score_memory_mib << 20,
     )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

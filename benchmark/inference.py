@@ -19,6 +19,7 @@ from benchmark.protocol import BackgroundSpec, BenchmarkSpec, ImageSpec, Inferen
 from methods.base import SegMethod
 
 Window = tuple[int, int, int, int]  # y1, y2, x1, x2
+SCORE_BYTES = 1 << 30  # float32 scores of one image beyond which the engine stitches classes in chunks (1 GiB)
 
 
 def rescale_size(width: int, height: int, short: int, long_max: int) -> tuple[int, int]:
@@ -84,7 +85,7 @@ def class_scores(name_scores: Tensor, spec: BenchmarkSpec, score_kind: str) -> T
         raise ValueError(f"score_kind must be 'logits' or 'probs', got {score_kind!r}")
     if len(spec.class_names) == probs.shape[0]:
         return probs
-    bounds = np.cumsum([0] + [len(s) for s in spec.class_names])
+    bounds = name_bounds(spec)
     return torch.stack([probs[a:b].amax(dim=0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
 
 
@@ -197,6 +198,10 @@ class _Job:
     scores: list[Tensor | None] = field(default_factory=list)
     windows: list[Window] = field(default_factory=list)
     context: Any = None  # the method's encode_image of this image, where it has that hook
+    # per head: True where the names' scores at image or label size would exceed the engine's score memory, so
+    # the crops' scores are kept as the method returned them and stitched a few classes at a time (`crops`)
+    chunked: list[bool] = field(default_factory=list)
+    crops: list[list[tuple[Window, Tensor]]] = field(default_factory=list)
 
 
 @dataclass
@@ -223,6 +228,7 @@ class SlidingWindowPredictor:
         device: torch.device | str = "cpu",
         precision: str = "fp32",
         compile_model: bool = False,
+        score_bytes: int = SCORE_BYTES,
     ) -> None:
         if not heads:
             raise ValueError("SlidingWindowPredictor needs at least one head")
@@ -251,6 +257,7 @@ class SlidingWindowPredictor:
         self._jobs: deque[_Job] = deque()
         self._uses_context = method.uses_image_context()
         self._upsample_once = upsamples_once(method, spec)
+        self.score_bytes = score_bytes  # the float32 scores of one image and head beyond which classes are chunked
 
     def push(self, item: PreparedImage) -> Iterator[Prediction]:
         image = item.image.to(self.device, non_blocking=True)
@@ -258,7 +265,10 @@ class SlidingWindowPredictor:
         height, width = image.shape[-2:]
         windows = windows_for(self.spec.inference, height, width)
         job = _Job(item, len(windows), torch.zeros(height, width, device=self.device),
-                   scores=[None] * len(self.heads), windows=windows)
+                   scores=[None] * len(self.heads), windows=windows,
+                   chunked=[self._chunks_classes(head, (height, width), label) for head, label
+                            in zip(self.heads, [item.label, *item.more_labels], strict=True)],
+                   crops=[[] for _ in self.heads])
         if self._uses_context:
             original = {"original": item.original, "stem": item.stem} if self.method.needs_original_image else {}
             with torch.no_grad(), precision_mode(self.precision, self.device):
@@ -298,13 +308,17 @@ class SlidingWindowPredictor:
                     head_scores.append(self.method.score(features, head.bank))
         for number, (head, scores) in enumerate(zip(self.heads, head_scores, strict=True)):
             scores = self._checked(scores, batch, shape, head.spec)
-            for (job, (a, b, c, d)), crop_scores in zip(batch, scores, strict=True):
-                if self._upsample_once:  # one whole-image crop: kept on the method's grid
+            for (job, window), crop_scores in zip(batch, scores, strict=True):
+                if job.chunked[number]:  # stitched class chunk by class chunk when the image is done
+                    job.crops[number].append((window, crop_scores.clone()))
+                elif self._upsample_once:  # one whole-image crop: kept on the method's grid
                     job.scores[number] = crop_scores
-                    continue
-                if job.scores[number] is None:
-                    job.scores[number] = torch.zeros(len(head.spec.flat_names), *job.count.shape, device=self.device)
-                job.scores[number][:, a:b, c:d] += crop_scores
+                else:
+                    if job.scores[number] is None:
+                        job.scores[number] = torch.zeros(len(head.spec.flat_names), *job.count.shape,
+                                                         device=self.device)
+                    a, b, c, d = window
+                    job.scores[number][:, a:b, c:d] += self._to_crop_size(crop_scores, shape)
         for job, (a, b, c, d) in batch:
             job.count[a:b, c:d] += 1
             job.remaining -= 1
@@ -327,21 +341,35 @@ class SlidingWindowPredictor:
                 f"method {method!r} produced NaN/Inf scores on benchmark {spec.name!r}, image(s) {stems}; "
                 "the run was stopped so that no number is computed from them"
             )
-        scores = scores.float()
-        if tuple(scores.shape[-2:]) != shape and not self._upsample_once:
-            scores = F.interpolate(scores, size=shape, mode="bilinear", align_corners=False)
-        return scores
+        return scores.float()
+
+    def _to_crop_size(self, crop_scores: Tensor, shape: tuple[int, int]) -> Tensor:
+        """One crop's scores [n,h',w'] -> [n,h,w] at the crop's size (bilinear; each channel of each crop is
+        interpolated alone, so this equals interpolating the whole batch at once)."""
+        if tuple(crop_scores.shape[-2:]) == shape:
+            return crop_scores
+        return F.interpolate(crop_scores[None], size=shape, mode="bilinear", align_corners=False)[0]
+
+    def _chunks_classes(self, head: ScoreHead, image_size: tuple[int, int], label: Tensor) -> bool:
+        """Whether this head's scores of an image are stitched in class chunks: their float32 size at image or label
+        size exceeds `score_bytes`, and the label step allows it (`chunkable`)."""
+        area = max(image_size[0] * image_size[1], label.shape[-2] * label.shape[-1])
+        too_large = 4 * len(head.spec.flat_names) * area > self.score_bytes
+        return too_large and chunkable(self.method, head.spec)
 
     def _finished(self) -> Iterator[Prediction]:
         while self._jobs and self._jobs[0].remaining == 0:
             job = self._jobs.popleft()
             labels = [job.item.label, *job.item.more_labels]
             preds = []
-            for head, scores, label in zip(self.heads, job.scores, labels, strict=True):
+            for number, (head, scores, label) in enumerate(zip(self.heads, job.scores, labels, strict=True)):
                 if len(self.heads) > 1:
                     head.activate()
-                preds.append(self._finalize(job, head, scores, tuple(label.shape[-2:])))
-            job.scores = []
+                if job.chunked[number]:
+                    preds.append(self._finalize_in_chunks(job, number, head, tuple(label.shape[-2:])))
+                else:
+                    preds.append(self._finalize(job, head, scores, tuple(label.shape[-2:])))
+            job.scores, job.crops = [], []
             yield Prediction(job.item, preds[0], preds[1:])
 
     def _finalize(self, job: _Job, head: ScoreHead, scores: Tensor, label_size: tuple[int, int]) -> Tensor:
@@ -350,3 +378,97 @@ class SlidingWindowPredictor:
         if tuple(scores.shape[-2:]) != label_size:
             scores = F.interpolate(scores[None], size=label_size, mode="bilinear", align_corners=False)[0]
         return label_map(self.method, head.spec, head.background_value, job.item.image, scores, job.context)
+
+    def _finalize_in_chunks(self, job: _Job, number: int, head: ScoreHead, label_size: tuple[int, int]) -> Tensor:
+        """The label map of `_finalize`, with the names' scores stitched, upsampled and refined a few classes at a
+        time: each chunk's scores equal those channels of `_finalize`'s, and `StreamingLabels` reduces them."""
+        spec = head.spec
+        bounds = name_bounds(spec)
+        area = max(job.count.numel(), label_size[0] * label_size[1])
+        per_chunk = max(1, self.score_bytes // (4 * 4 * area))  # names per chunk: a quarter of the score memory
+        reduction = StreamingLabels(self.method.score_kind, label_size, self.device)
+        first = 0
+        while first < len(spec.class_names):
+            last = first + 1
+            while last < len(spec.class_names) and bounds[last + 1] - bounds[first] <= per_chunk:
+                last += 1
+            scores = self._stitched(job, number, bounds[first], bounds[last])
+            if tuple(scores.shape[-2:]) != label_size:
+                scores = F.interpolate(scores[None], size=label_size, mode="bilinear", align_corners=False)[0]
+            scores = self.method.refine(job.item.image, scores)
+            reduction.add(scores, bounds[first:last + 1] - bounds[first], first)
+            first = last
+        return reduction.labels(spec.background, head.background_value)
+
+    def _stitched(self, job: _Job, number: int, start: int, stop: int) -> Tensor:
+        """Names [start, stop) of one head's stitched scores: on the method's grid for a single-upsample whole crop,
+        else at image size, summed over the windows in their order and divided by the window count."""
+        crops = job.crops[number]
+        if self._upsample_once:
+            return crops[0][1][start:stop]
+        stitched = torch.zeros(stop - start, *job.count.shape, device=self.device)
+        for (a, b, c, d), crop_scores in crops:
+            stitched[:, a:b, c:d] += self._to_crop_size(crop_scores[start:stop], (b - a, d - c))
+        return stitched / job.count
+
+
+def name_bounds(spec: BenchmarkSpec) -> np.ndarray:
+    """Where each prompted class's names start in `flat_names`, and their total at the end: [n_classes + 1]."""
+    return np.cumsum([0] + [len(names) for names in spec.class_names])
+
+
+def chunkable(method: SegMethod, spec: BenchmarkSpec) -> bool:
+    """Whether the label step can see the classes a chunk at a time: the method refines each name's scores alone
+    (`SegMethod.refine_per_class`) and refines no labels, the background rule has no area threshold and no zero-shot
+    restriction applies (each of those needs every class's scores at once)."""
+    restricted = spec.split is not None and spec.split.setting == "unseen_only"
+    return (method.refine_per_class and not method.refines_labels() and spec.background.area_thd is None
+            and not restricted)
+
+
+class StreamingLabels:
+    """The label map of `label_map` from the classes' scores seen a chunk at a time, for large vocabularies.
+
+    Keeps per pixel the best class so far and its score (max over its names), and for `logits` the running max of
+    all names' logits with the sum of their exponentials (an online softmax), so that the best class's probability
+    is exp(best - max) / sum. The argmax is taken on the class scores (for logits: before the softmax, which is
+    monotonic); it equals `label_map`'s except where float rounding makes two different logits' probabilities
+    equal. Ties go to the first class, as `first_max` does.
+    """
+
+    def __init__(self, score_kind: str, size: tuple[int, int], device: torch.device) -> None:
+        if score_kind not in ("logits", "probs"):
+            raise ValueError(f"score_kind must be 'logits' or 'probs', got {score_kind!r}")
+        self.score_kind = score_kind
+        self.best = torch.full(size, float("-inf"), device=device)
+        self.index = torch.zeros(size, dtype=torch.int64, device=device)
+        self.max_logit = torch.full(size, float("-inf"), device=device)
+        self.exp_sum = torch.zeros(size, device=device)
+
+    def add(self, name_scores: Tensor, bounds: np.ndarray, first_class: int) -> None:
+        """name_scores [n, H, W]: the names of classes first_class.. (bounds: their starts within the chunk, and n)."""
+        if self.score_kind == "logits":
+            chunk_max = torch.maximum(self.max_logit, name_scores.amax(dim=0))
+            self.exp_sum = self.exp_sum * torch.exp(self.max_logit - chunk_max) + torch.exp(
+                name_scores - chunk_max).sum(dim=0)
+            self.max_logit = chunk_max
+        if len(bounds) - 1 == name_scores.shape[0]:
+            class_scores = name_scores
+        else:
+            class_scores = torch.stack([name_scores[a:b].amax(dim=0) for a, b in zip(bounds[:-1], bounds[1:],
+                                                                                      strict=True)])
+        best, index = first_max(class_scores)
+        better = best > self.best
+        self.best = torch.where(better, best, self.best)
+        self.index = torch.where(better, index + first_class, self.index)
+
+    def labels(self, background: BackgroundSpec, value: float | None) -> Tensor:
+        """The label map [H,W] under the background rule (`labels_and_probabilities`)."""
+        logits = self.score_kind == "logits"
+        best = torch.exp(self.best - self.max_logit) / self.exp_sum if logits else self.best
+        if background.rule == "threshold":
+            return torch.where(best > float(value), self.index + 1, torch.zeros_like(self.index))
+        pred = self.index.clone()
+        if background.rule == "prob_thd":
+            pred[best < value] = 0
+        return pred

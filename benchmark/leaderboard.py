@@ -23,6 +23,10 @@ SPLIT_COLUMNS = ("mIoU-S", "mIoU-U", "hIoU")
 METRIC_LABELS = dict(zip(SPLIT_METRICS, SPLIT_COLUMNS, strict=True))
 KINDS = ("value", "published", "diff")
 KIND_SUFFIX = {"value": "", "published": " paper", "diff": " Δ"}
+PER_CLASS_LAYOUTS = ("auto", "wide", "long")
+# The most classes a wide per-class table (a row per class, a column per run) shows: COCO-Stuff's 171 still fit;
+# PASCAL Context 459 and ADE20K-Full 847 get the long layout (a row per run, benchmark and class).
+WIDE_CLASS_LIMIT = 200
 
 
 class MixedProtocolError(BenchmarkError):
@@ -134,6 +138,61 @@ class Board:
         return ranks
 
 
+@dataclass(frozen=True)
+class ClassIoU:
+    """One line of the long per-class layout: a run's IoU of one class of one benchmark."""
+
+    row: Row
+    benchmark: str
+    index: int  # the class's position in the card's order, from 0
+    name: str
+    iou: float | None
+    best: bool  # the highest IoU of this class among the board's full rows
+
+
+def per_class_layout(boards: list[Board], requested: str = "auto") -> str:
+    """"wide" or "long": auto is wide while every benchmark with per-class numbers has at most WIDE_CLASS_LIMIT
+    classes; wide is refused beyond it, naming the benchmark."""
+    if requested not in PER_CLASS_LAYOUTS:
+        raise BenchmarkError(f"per-class layout {requested!r}: expected one of {', '.join(PER_CLASS_LAYOUTS)}")
+    if requested == "long":
+        return "long"
+    for board in boards:
+        for name in board.benchmarks:
+            count = len(board.classes.get(name) or [])
+            if count <= WIDE_CLASS_LIMIT:
+                continue
+            if requested == "wide":
+                raise BenchmarkError(
+                    f"--per-class-layout wide: benchmark {name!r} of protocol {board.protocol!r} has {count} classes, "
+                    f"more than the {WIDE_CLASS_LIMIT} a wide table (a row per class, a column per run) shows; use "
+                    "--per-class-layout long (a row per run, benchmark and class)")
+            return "long"
+    return "wide"
+
+
+def per_class_long(board: Board) -> list[ClassIoU]:
+    """A line per (run, benchmark, class): runs in board order, benchmarks in column order, classes in card order."""
+    best: dict[tuple[str, str], float] = {}
+    for row in board.rows:
+        if row.partial:
+            continue
+        for name, values in row.per_class.items():
+            for cls, value in values.items():
+                if value is not None and value > best.get((name, cls), -math.inf):
+                    best[(name, cls)] = value
+    lines = []
+    for row in board.rows:
+        for name in board.benchmarks:
+            if name not in row.per_class:
+                continue
+            for index, cls in enumerate(board.classes.get(name) or []):
+                value = row.per_class[name].get(cls)
+                top = not row.partial and value is not None and value == best.get((name, cls))
+                lines.append(ClassIoU(row, name, index, cls, value, top))
+    return lines
+
+
 def finite_value(value: Any) -> float | None:
     """A number as a float; None for a missing value and for NaN or Infinity (older records hold NaN)."""
     if value is None or isinstance(value, bool):
@@ -186,7 +245,7 @@ def benchmark_order(protocol: str, records: list[dict[str, Any]]) -> list[str]:
     return [name for name in order if name in present] + [name for name in present if name not in order]
 
 
-def _row_labels(rows: list[Row]) -> None:
+def label_rows(rows: list[Row]) -> None:
     """A method name, made unique among the board's rows by the config keys where its runs differ."""
     by_name: dict[tuple[str, bool], list[Row]] = {}
     for row in rows:
@@ -240,7 +299,7 @@ def build_board(
         if "_path" in record:
             row.record_paths[name] = record["_path"]
     board = Board(protocol, digest, list(benchmarks), columns, list(rows.values()), classes)
-    _row_labels(board.rows)
+    label_rows(board.rows)
     if published is not None:
         attach_published(board, published)
     for row in board.rows:

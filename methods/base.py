@@ -31,7 +31,7 @@ class SegMethod(abc.ABC):
                                                          encode_crops once, score per benchmark)
             or predict_masks(crops, bank)             -> [B,n_names,h',w']
         for each image, scores stitched to label size (single_upsample: a whole-image crop's scores resized to it
-        in one step):
+        in one step; a large vocabulary a chunk of classes at a time, see refine_per_class):
             refine(image, scores)                     -> [n_names,H,W]  (e.g. PAMR)
             engine: synonyms max, background rule, argmax -> label map [H,W]
             refine_labels(probs, labels, context)     -> [H,W]  (methods that define it: Trident's SAM prompts)
@@ -58,6 +58,9 @@ class SegMethod(abc.ABC):
     # `predict_masks` / `encode_crops` also receive each crop's place in its image (`windows=[(y1, y2, x1, x2)]`), for
     # methods whose crops read a whole-image map of their own from the context (CorrCLIP's region masks).
     needs_windows: ClassVar[bool] = False
+    # `refine` changes each name's scores from that name's scores and the image alone (PAMR does), so the engine may
+    # refine a large vocabulary's names a chunk at a time; False where a refinement mixes classes (PEARL's TLP).
+    refine_per_class: ClassVar[bool] = True
 
     # ---- required ------------------------------------------------------------------------------
 

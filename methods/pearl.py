@@ -125,6 +125,7 @@ class PEARL(ClipBaseline):
         "propagation_grid",
     )
     per_benchmark = PER_BENCHMARK
+    refine_per_class = False  # TLP propagates the cosines with a trust computed from the whole class set
 
     def configure(self, given: dict[str, Any]) -> None:
         self.alpha_kk = self._benchmark_value("alpha_kk", {}, None)

@@ -46,13 +46,14 @@ def write_fake_dataset(
     for i, stem in enumerate(stems):
         height, width = (sizes or [(24 + 5 * i, 32 + 3 * i)])[i % len(sizes or [0])]
         image = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
-        label = rng.choice(values, size=(height, width)).astype(np.uint8)
+        wide = values.max() > 255  # 16-bit labels (A-847, PC-459: void 65535)
+        label = rng.choice(values, size=(height, width)).astype(np.uint16 if wide else np.uint8)
         image_path = root / card.img_dir / f"{stem}{card.img_suffix}"
         label_path = root / card.ann_dir / f"{stem}{card.seg_map_suffix}"
         image_path.parent.mkdir(parents=True, exist_ok=True)
         label_path.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(image_path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        written = Image.fromarray(label, mode="L")
+        written = Image.fromarray(label)
         if palette:
             written = written.convert("P")
             written.putpalette(list(rng.integers(0, 256, 768, dtype=np.uint8)))

@@ -29,7 +29,8 @@ from tests.fakedata import write_fake_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SPLIT_PROTOCOLS = ("zs_spnet_voc", "zs_spnet_cocostuff", "zs_zs3net_voc2", "zs_zs3net_context2")
-ALL_CARDS = ("voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff171", "cityscapes", "ade20k")
+ALL_CARDS = ("voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff171", "cityscapes", "ade20k",
+             "ade847", "context459")
 BASELINES = ("clip", "maskclip", "sclip", "clearclip", "naclip")
 # Training-free methods with a native protocol of their own name.
 NEWER_CLIP_METHODS = ("scclip", "pearl", "resclip", "sfp", "gem", "proxyclip", "cass", "corrclip")
@@ -216,17 +217,42 @@ def test_trident_runs_whole_images_slide_windows_and_a_zero_shot_split(world, tm
     monkeypatch.setenv("ZSSEG_WEIGHTS", str(world["root"] / "weights"))
     options = method_options("trident", world, {})
     results = tmp_path / "results"
-    for name, benchmarks in (("trident", "voc21"), ("tcl8", "voc21"), ("zs_spnet_voc", None)):
+    for name, benchmarks in (("trident", "voc21"), ("tcl8", "voc21"), ("zs_spnet_voc", None), ("ovs5", "ade847")):
         protocol_path = tiny_protocol(name, tmp_path, templates=2)
         selection = ["--benchmarks", benchmarks] if benchmarks else []
         extra = ["--set", "precision=fp32"] if name == "trident" else []
         assert run_eval("trident", protocol_path, world, results, [*options, *selection, *extra, "--limit", "1"]) == 0
     records = [json.loads(path.read_text()) for path in results.rglob("*.json") if path.parent.parent != results]
     runs = sorted((record["protocol"]["name"], record["benchmark"]) for record in records if "miou" in record)
-    assert runs == [("tcl8_tiny", "voc21"), ("trident_tiny+precision=fp32", "voc21"), ("zs_spnet_voc_tiny", "voc20")]
+    assert runs == [("ovs5_tiny", "ade847"), ("tcl8_tiny", "voc21"), ("trident_tiny+precision=fp32", "voc21"),
+                    ("zs_spnet_voc_tiny", "voc20")]
     for record in records:
         if "miou" in record:
             assert 0 <= record["miou"] <= 100 and record["method"]["config"]["sam"]["name"] == "tiny_sam"
+
+
+@pytest.mark.parametrize("protocol_name,methods", [
+    ("ovs5", CLIP_METHODS + SEED_METHODS),
+    ("tcl8_large", ("clip", "naclip") + SEED_METHODS),
+])
+def test_methods_run_on_the_large_vocabulary_protocols(protocol_name, methods, world, seed_checkpoints, tmp_path,
+                                                       monkeypatch):
+    """The open-vocabulary 5-set for every CLIP method (Trident: test_trident_runs_...) and the seed methods, and
+    tcl8's settings on A-847 / PC-459 (PAMR on) for a few: 16-bit labels, 847 and 459 names, void 65535."""
+    monkeypatch.setenv("ZSSEG_WEIGHTS", str(world["root"] / "weights"))
+    protocol_path = tiny_protocol(protocol_name, tmp_path, templates=2)
+    protocol = load_protocol(protocol_path)
+    results = tmp_path / "results"
+    for method in methods:
+        assert run_eval(method, protocol_path, world, results, method_options(method, world, seed_checkpoints)) == 0
+    records = [json.loads(path.read_text()) for path in results.rglob("*.json") if path.parent.parent != results]
+    records = [record for record in records if "miou" in record]
+    assert {(record["method"]["name"], record["benchmark"]) for record in records} == {
+        (method, bench) for method in methods for bench in protocol.benchmarks}
+    for record in records:
+        card = protocol.benchmarks[record["benchmark"]].dataset
+        assert record["protocol"]["hash"] == protocol.hash and len(record["per_class_iou"]) == card.num_classes
+        assert record["dataset"]["images"] == 2 and 0 <= record["miou"] <= 100
 
 
 @pytest.mark.slow

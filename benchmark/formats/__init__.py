@@ -1,4 +1,8 @@
-"""Boards -> text in one of the output formats: md, latex, csv, html, json."""
+"""Boards -> text in one of the output formats: md, latex, csv, html, json.
+
+render: leaderboard boards (benchmark.leaderboard); render_vocabulary: vocabulary-scaling boards
+(benchmark.vocabulary_scaling). Each format module has both, as `render` and `render_vocabulary`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 from benchmark.errors import BenchmarkError
 from benchmark.formats.options import RenderOptions
 from benchmark.leaderboard import Board
+from benchmark.vocabulary_scaling import VocabularyBoard
 
 FORMATS = ("md", "latex", "csv", "html", "json")
 SUFFIXES = {".md": "md", ".markdown": "md", ".tex": "latex", ".csv": "csv", ".html": "html", ".htm": "html",
@@ -37,3 +42,10 @@ def renderer(fmt: str) -> Callable[[list[Board], RenderOptions], str]:
 
 def render(boards: list[Board], fmt: str, options: RenderOptions | None = None) -> str:
     return renderer(fmt)(boards, options or RenderOptions())
+
+
+def render_vocabulary(boards: list[VocabularyBoard], fmt: str, options: RenderOptions | None = None) -> str:
+    from benchmark.formats import csv_table, html_page, json_table, latex, markdown
+
+    modules = {"md": markdown, "latex": latex, "csv": csv_table, "html": html_page, "json": json_table}
+    return modules[fmt].render_vocabulary(boards, options or RenderOptions())

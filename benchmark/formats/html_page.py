@@ -2,18 +2,23 @@
 saved qualitative examples, and each board's provenance (full protocol hash; date, suite version and
 commit of its records). No network: inline CSS and script, images as data: URIs, and a
 Content-Security-Policy that forbids fetching anything. Every field from a record is escaped.
+
+Per-class IoU is a table per benchmark (wide) or, for long class lists, one table per protocol version with a
+row per run, benchmark and class (long). The vocabulary-scaling view is a page of its own.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from html import escape as _escape
 from pathlib import Path
 
 from benchmark.formats.options import RenderOptions
 from benchmark.formats.plot import CHART_COLOURS
-from benchmark.leaderboard import Board, Column, format_value
+from benchmark.leaderboard import Board, Column, format_value, per_class_layout, per_class_long
+from benchmark.vocabulary_scaling import EMPTY_NOTE, NOTE, VALUE_KINDS, VocabularyBoard, column_labels, sources_sentence
 
 SHOWN_VALUES = 3  # distinct suite versions or commits named in a board's provenance line
 
@@ -122,6 +127,20 @@ def per_class_table(board: Board, benchmark: str) -> str:
         cells = [_number_cell(v, "value", 1 if v is not None and v == best and not row.partial else None)
                  for v, row in zip(values, rows, strict=True)]
         lines.append(f"<tr><td>{escape(cls)}</td>" + "".join(cells) + "</tr>")
+    lines.append("</tbody></table></div>")
+    return "\n".join(lines)
+
+
+def per_class_long_table(board: Board) -> str:
+    """A row per run, benchmark and class; the best IoU of each class among full rows in bold."""
+    headers = ["method", "benchmark", "#", "class", "IoU"]
+    lines = ['<div class="scroll"><table class="sortable per-class-long"><thead><tr>'
+             + "".join(f'<th scope="col">{escape(h)}</th>' for h in headers) + "</tr></thead><tbody>"]
+    for line in per_class_long(board):
+        attribute = ' class="partial"' if line.row.partial else ""
+        lines.append(f'<tr{attribute}><td title="{escape(line.row.run_id)}">{escape(line.row.label)}</td>'
+                     f'<td>{escape(line.benchmark)}</td><td class="num" data-sort="{line.index}">{line.index}</td>'
+                     f"<td>{escape(line.name)}</td>{_number_cell(line.iou, 'value', 1 if line.best else None)}</tr>")
     lines.append("</tbody></table></div>")
     return "\n".join(lines)
 
@@ -258,10 +277,16 @@ def board_section(board: Board, options: RenderOptions) -> str:
     if board.with_published:
         parts.append(_sources(board))
     parts.append(bar_chart(board))
-    for name in board.benchmarks:
-        if board.classes.get(name):
-            parts.append(f"<details{' open' if options.per_class else ''}><summary>Per-class IoU (%): "
-                         f"{escape(name)}</summary>\n{per_class_table(board, name)}\n</details>")
+    if per_class_layout([board], options.per_class_layout) == "long":
+        if any(board.classes.values()):
+            parts.append(f"<details{' open' if options.per_class else ''}><summary>Per-class IoU (%), a row per run, "
+                         "benchmark and class (#: the class's position in the dataset card, from 0)</summary>\n"
+                         f"{per_class_long_table(board)}\n</details>")
+    else:
+        for name in board.benchmarks:
+            if board.classes.get(name):
+                parts.append(f"<details{' open' if options.per_class else ''}><summary>Per-class IoU (%): "
+                             f"{escape(name)}</summary>\n{per_class_table(board, name)}\n</details>")
     example_html = examples(board, options.examples_per_benchmark)
     if example_html:
         parts.append(example_html)
@@ -270,7 +295,12 @@ def board_section(board: Board, options: RenderOptions) -> str:
 
 
 def render(boards: list[Board], options: RenderOptions) -> str:
+    options = replace(options, per_class_layout=per_class_layout(boards, options.per_class_layout))  # one per page
     body = "\n".join(board_section(board, options) for board in boards) or "<p>No records.</p>"
+    return _page(body, options)
+
+
+def _page(body: str, options: RenderOptions) -> str:
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
@@ -278,3 +308,44 @@ def render(boards: list[Board], options: RenderOptions) -> str:
         f"<title>{escape(options.title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
         f"<h1>{escape(options.title)}</h1>\n{body}\n<script>{SCRIPT}</script>\n</body>\n</html>\n"
     )
+
+
+def vocabulary_table(board: VocabularyBoard) -> str:
+    headers = ["method"] + (["backbone"] if board.has_backbone else [])
+    headers += [label for column in board.pairs for label in column_labels(column)]
+    lines = ['<div class="scroll"><table class="sortable vocabulary"><thead><tr>'
+             + "".join(f'<th scope="col">{escape(h)}</th>' for h in headers) + "</tr></thead><tbody>"]
+    for row in board.rows:
+        cells = [f'<td title="{escape(row.run_id)}">{escape(row.label)}</td>']
+        if board.has_backbone:
+            cells.append(f"<td>{escape(row.backbone or '-')}</td>")
+        for column in board.pairs:
+            values = board.values(row, column)
+            cells += [_number_cell(values.get(kind), "value") for kind in VALUE_KINDS]
+        attribute = ' class="partial"' if row.partial else ""
+        lines.append(f"<tr{attribute}>" + "".join(cells) + "</tr>")
+    lines.append("</tbody></table></div>")
+    return "\n".join(lines)
+
+
+def vocabulary_section(board: VocabularyBoard) -> str:
+    parts = [
+        f'<section class="board" id="{escape("vocabulary-" + board.protocol + "-" + board.short_hash)}">',
+        f"<h2>Vocabulary scaling: protocol <code>{escape(board.protocol)}</code> "
+        f"(hash <code>{escape(board.short_hash)}</code>)</h2>",
+        f'<p class="provenance">Protocol hash <code>{escape(board.hash)}</code>.</p>',
+        f"<p>{escape(NOTE)} Click a column header to sort.</p>",
+    ]
+    sources = sources_sentence(board)
+    if sources:
+        parts.append(f"<p>{escape(sources)}</p>")
+    parts.append(vocabulary_table(board))
+    if board.notes:
+        parts.append("<p>Notes:</p><ul>" + "".join(f"<li>{escape(note)}</li>" for note in board.notes) + "</ul>")
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def render_vocabulary(boards: list[VocabularyBoard], options: RenderOptions) -> str:
+    body = "\n".join(vocabulary_section(board) for board in boards) or f"<p>{escape(EMPTY_NOTE)}</p>"
+    return _page(body, options)

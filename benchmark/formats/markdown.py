@@ -1,11 +1,23 @@
-"""Boards -> a Markdown page: one section per protocol version, per-class tables on request."""
+"""Boards -> a Markdown page: one section per protocol version, per-class tables on request (wide: a table per
+benchmark, a column per run; long: one table per protocol version, a row per run, benchmark and class); the
+vocabulary-scaling view as a page of its own."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from tabulate import tabulate
 
 from benchmark.formats.options import RenderOptions
-from benchmark.leaderboard import Board, format_value
+from benchmark.leaderboard import Board, format_value, per_class_layout, per_class_long
+from benchmark.vocabulary_scaling import (
+    EMPTY_NOTE,
+    NOTE,
+    VALUE_KINDS,
+    VocabularyBoard,
+    column_labels,
+    sources_sentence,
+)
 
 GENERATED_MARKER = "<!-- zsbench leaderboard: everything below is generated; edit above this line -->"
 NO_RECORDS = "No records yet: `zsbench eval` (or `make demo`) writes them under results/."
@@ -62,6 +74,15 @@ def per_class_tables(board: Board) -> list[str]:
     return parts
 
 
+def per_class_long_table(board: Board) -> str:
+    body = [[escape(line.row.label), escape(line.benchmark), str(line.index), escape(line.name),
+             format_value(line.iou)] for line in per_class_long(board)]
+    table = tabulate(body, headers=["method", "benchmark", "#", "class", "IoU"], tablefmt="github",
+                     colalign=["left", "left", "right", "left", "right"], disable_numparse=True)
+    return ("### Per-class IoU (%), a row per run, benchmark and class\n\n"
+            "`#`: the class's position in the dataset card, from 0.\n\n" + table)
+
+
 def render_board(board: Board, options: RenderOptions, level: int = 2) -> str:
     heading = "#" * level
     lines = [f"{heading} Protocol {code(board.protocol)} (hash {code(board.short_hash)})", ""]
@@ -75,14 +96,51 @@ def render_board(board: Board, options: RenderOptions, level: int = 2) -> str:
         sources = _sources(board)
         lines += ["", "Published numbers from:", "", *(sources or ["- (no matching published entry)"])]
     if options.per_class:
-        for table in per_class_tables(board):
-            lines += ["", table]
+        if per_class_layout([board], options.per_class_layout) == "long":
+            lines += ["", per_class_long_table(board)] if any(board.classes.values()) else []
+        else:
+            for table in per_class_tables(board):
+                lines += ["", table]
     return "\n".join(lines)
 
 
 def render(boards: list[Board], options: RenderOptions) -> str:
+    if options.per_class:  # one layout for the whole page
+        options = replace(options, per_class_layout=per_class_layout(boards, options.per_class_layout))
     parts = [f"# {escape(options.title)}"]
     parts += [render_board(board, options) for board in boards] or [NO_RECORDS]
+    return "\n\n".join(parts) + "\n"
+
+
+def vocabulary_table(board: VocabularyBoard) -> str:
+    leading = ["method", "backbone"] if board.has_backbone else ["method"]
+    headers = leading + [escape(label) for column in board.pairs for label in column_labels(column)]
+    body = []
+    for row in board.rows:
+        cells = [escape(row.label)] + ([escape(row.backbone or "-")] if board.has_backbone else [])
+        for column in board.pairs:
+            values = board.values(row, column)
+            cells += [format_value(values.get(kind)) for kind in VALUE_KINDS]
+        body.append(cells)
+    return _table(headers, body, len(leading))
+
+
+def render_vocabulary_board(board: VocabularyBoard, level: int = 2) -> str:
+    heading = "#" * level
+    lines = [f"{heading} Vocabulary scaling: protocol {code(board.protocol)} (hash {code(board.short_hash)})", "",
+             escape(NOTE)]
+    sources = sources_sentence(board)
+    if sources:
+        lines += ["", escape(sources)]
+    lines += ["", vocabulary_table(board)]
+    if board.notes:
+        lines += ["", "Notes:", "", *(f"- {escape(note)}" for note in board.notes)]
+    return "\n".join(lines)
+
+
+def render_vocabulary(boards: list[VocabularyBoard], options: RenderOptions) -> str:
+    parts = [f"# {escape(options.title)}"]
+    parts += [render_vocabulary_board(board) for board in boards] or [escape(EMPTY_NOTE)]
     return "\n\n".join(parts) + "\n"
 
 

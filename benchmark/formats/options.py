@@ -1,4 +1,5 @@
-"""What a renderer is asked for, beside the boards: per-class tables, the page title, examples shown."""
+"""What a renderer is asked for, beside the boards: per-class tables and their layout, the page title, examples
+shown."""
 
 from __future__ import annotations
 
@@ -10,3 +11,4 @@ class RenderOptions:
     per_class: bool = False
     title: str = "zsseg-bench leaderboard"
     examples_per_benchmark: int = 4  # html: qualitative examples shown per (run, benchmark), where saved
+    per_class_layout: str = "auto"  # auto | wide | long (leaderboard.per_class_layout)

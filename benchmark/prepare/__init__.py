@@ -1,6 +1,7 @@
 """`zsbench prepare`: the cards' layouts from the official downloads.
 
-One preparer per download set (voc2012, pascal_context, coco_stuff164k, cityscapes, ade20k);
+One preparer per download set (voc2012, pascal_context, pascal_context_full, coco_stuff164k, cityscapes,
+ade20k, ade20k_full);
 each card name also selects the preparer that writes it. Label tables and the downloads'
 published checksums are data files beside these modules.
 """
@@ -11,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.errors import ConfigError
-from benchmark.prepare import ade20k, cityscapes, coco_stuff, context, voc
+from benchmark.prepare import ade20k, ade20k_full, cityscapes, coco_stuff, context, context_full, voc
 from benchmark.prepare.preparer import Preparer, run_preparer
 
 PREPARERS: dict[str, Preparer] = {
-    p.name: p for p in (voc.PREPARER, context.PREPARER, coco_stuff.PREPARER, cityscapes.PREPARER, ade20k.PREPARER)
+    p.name: p for p in (voc.PREPARER, context.PREPARER, context_full.PREPARER, coco_stuff.PREPARER,
+                        cityscapes.PREPARER, ade20k.PREPARER, ade20k_full.PREPARER)
 }
 CARD_PREPARERS: dict[str, str] = {card: p.name for p in PREPARERS.values() for card in p.cards}
 NAMES: tuple[str, ...] = tuple(sorted({*PREPARERS, *CARD_PREPARERS}))

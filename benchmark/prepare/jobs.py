@@ -20,13 +20,16 @@ class Job:
 
     make is a module-level function (so that it reaches worker processes); sources maps a
     download's part key to its opened Source. size: the size of a file copied as it is, so that
-    a file of another size already at the output counts as not done.
+    a file of another size already at the output counts as not done. exact: a file already at the
+    output is compared with what this job makes (a small file shared by preparers, such as a split
+    file); a different one stops the run, never replaced.
     """
 
     output: str  # path under the data root, POSIX
     make: Callable[..., bytes]
     args: tuple[Any, ...] = ()
     size: int | None = None
+    exact: bool = False  # a file already at the output must hold exactly these bytes: another is an error
 
 
 def merge_jobs(*groups: list[Job]) -> list[Job]:

@@ -56,11 +56,20 @@ def decode_index_png(data: bytes, where: str) -> np.ndarray:
         raise DataError(f"{where}: label image cannot be decoded ({error}); the download is corrupt") from None
 
 
+def _encoded(labels: np.ndarray, dtype: type, image_format: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(labels.astype(dtype)).save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
 def encode_png(labels: np.ndarray) -> bytes:
     """A single-channel (mode L) PNG, as mmsegmentation's converters save them."""
-    buffer = io.BytesIO()
-    Image.fromarray(labels.astype(np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return _encoded(labels, np.uint8, "PNG")
+
+
+def encode_tiff(labels: np.ndarray) -> bytes:
+    """A 16-bit single-channel TIFF (PIL mode I;16), as CAT-Seg's scripts save A-847 and PC-459 labels."""
+    return _encoded(labels, np.uint16, "TIFF")
 
 
 def remap_member(sources: dict, part: str, name: str, table: str, column: str) -> bytes:

@@ -99,9 +99,19 @@ def _check_contents(source: Source, part: Part) -> None:
         )
 
 
-def _in_place(job: Job, data_root: Path) -> bool:
+def _in_place(job: Job, data_root: Path, sources: dict[str, Source]) -> bool:
     target = data_root / job.output
-    return target.is_file() and (job.size is None or target.stat().st_size == job.size)
+    if not target.is_file():
+        return False
+    if job.exact:
+        if target.read_bytes() != job.make(sources, *job.args):
+            raise DataError(
+                f"{target}: differs from the file these downloads give (it was made from other data, by another "
+                "preparer or from another download); move it away and prepare again, or prepare from the downloads "
+                "it was made from"
+            )
+        return True
+    return job.size is None or target.stat().st_size == job.size
 
 
 def _verify(preparer: Preparer, specs: dict[str, SourceSpec], staging: Staging, progress: bool) -> dict[str, str]:
@@ -157,7 +167,7 @@ def run_preparer(
         for part in preparer.parts:
             _check_contents(sources[part.key], part)
         jobs = preparer.plan(sources)
-        pending = [job for job in jobs if not _in_place(job, data_root)]
+        pending = [job for job in jobs if not _in_place(job, data_root, sources)]
         resumed = sum(staging.has(job.output) for job in pending)
         checksums = {part.key: "not checked: nothing to write" for part in preparer.parts}
         if pending:
