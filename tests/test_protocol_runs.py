@@ -231,20 +231,25 @@ def test_trident_runs_whole_images_slide_windows_and_a_zero_shot_split(world, tm
             assert 0 <= record["miou"] <= 100 and record["method"]["config"]["sam"]["name"] == "tiny_sam"
 
 
+# 1 MiB of class scores: every image of the large-vocabulary runs takes the engine's class-chunked label step
+CHUNKED = ("--score-memory", "1", "--limit", "1")
+
+
 @pytest.mark.parametrize("protocol_name,methods", [
     ("ovs5", CLIP_METHODS + SEED_METHODS),
-    ("tcl8_large", ("clip", "naclip") + SEED_METHODS),
+    ("tcl8_large", ("clip", "tcl")),
 ])
 def test_methods_run_on_the_large_vocabulary_protocols(protocol_name, methods, world, seed_checkpoints, tmp_path,
                                                        monkeypatch):
     """The open-vocabulary 5-set for every CLIP method (Trident: test_trident_runs_...) and the seed methods, and
-    tcl8's settings on A-847 / PC-459 (PAMR on) for a few: 16-bit labels, 847 and 459 names, void 65535."""
+    tcl8's settings on A-847 / PC-459 (PAMR on): 16-bit labels, 847 and 459 names, void 65535, class chunks."""
     monkeypatch.setenv("ZSSEG_WEIGHTS", str(world["root"] / "weights"))
-    protocol_path = tiny_protocol(protocol_name, tmp_path, templates=2)
+    protocol_path = tiny_protocol(protocol_name, tmp_path, templates=1)
     protocol = load_protocol(protocol_path)
     results = tmp_path / "results"
     for method in methods:
-        assert run_eval(method, protocol_path, world, results, method_options(method, world, seed_checkpoints)) == 0
+        options = [*method_options(method, world, seed_checkpoints), *CHUNKED]
+        assert run_eval(method, protocol_path, world, results, options) == 0, method
     records = [json.loads(path.read_text()) for path in results.rglob("*.json") if path.parent.parent != results]
     records = [record for record in records if "miou" in record]
     assert {(record["method"]["name"], record["benchmark"]) for record in records} == {
@@ -252,7 +257,14 @@ def test_methods_run_on_the_large_vocabulary_protocols(protocol_name, methods, w
     for record in records:
         card = protocol.benchmarks[record["benchmark"]].dataset
         assert record["protocol"]["hash"] == protocol.hash and len(record["per_class_iou"]) == card.num_classes
-        assert record["dataset"]["images"] == 2 and 0 <= record["miou"] <= 100
+        assert record["dataset"]["images"] == 1 and 0 <= record["miou"] <= 100
+    unchunked = tmp_path / "unchunked"
+    options = [*method_options("clip", world, seed_checkpoints), "--limit", "1", "--benchmarks", "ade847"]
+    assert run_eval("clip", protocol_path, world, unchunked, options) == 0
+    (whole,) = [record for record in map(json.loads, (path.read_text() for path in unchunked.rglob("ade847*.json")))
+                if "miou" in record]
+    (chunked,) = [record for record in records if (record["method"]["name"], record["benchmark"]) == ("clip", "ade847")]
+    assert whole["confusion_matrix"] == chunked["confusion_matrix"]
 
 
 @pytest.mark.slow
