@@ -353,11 +353,15 @@ def reference_predict(
 
 
 def update_confusion(matrix: np.ndarray, pred: np.ndarray, label: np.ndarray, ignore_index: int) -> None:
-    """Adds one image's (label, prediction) pairs to matrix [K,K] (rows: label) on the CPU."""
+    """Adds one image's (label, prediction) pairs to matrix [K,K] (rows: label) on the CPU; a [K+1,K] matrix counts
+    labels outside the classes in its last row."""
     keep = label != ignore_index
-    classes = matrix.shape[0]
-    pairs = label[keep].astype(np.int64) * classes + pred[keep].astype(np.int64)
-    matrix += np.bincount(pairs, minlength=classes * classes).reshape(classes, classes)
+    rows, classes = matrix.shape
+    labels = label[keep].astype(np.int64)
+    if rows > classes:
+        labels = np.where((labels >= 0) & (labels < classes), labels, classes)
+    pairs = labels * classes + pred[keep].astype(np.int64)
+    matrix += np.bincount(pairs, minlength=rows * classes).reshape(rows, classes)
 
 
 def reference_loop(
@@ -377,7 +381,8 @@ def reference_loop(
                                keep_original=method.needs_original_image)
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, collate_fn=single_item, num_workers=workers)
     seen = list(spec.split.seen) if spec.split is not None and spec.split.setting == "unseen_only" else []
-    matrix = np.zeros((card.num_classes, card.num_classes), dtype=np.int64)
+    extra = 0 if spec.metric_ignore_index is None else 1
+    matrix = np.zeros((card.num_classes + extra, card.num_classes), dtype=np.int64)
     crops = 0
     started = time.perf_counter()
     for item in loader:
@@ -385,12 +390,12 @@ def reference_loop(
             raise DataError(item["error"])
         label = item["label"].numpy()
         if seen:
-            label = np.where(np.isin(label, seen), card.ignore_index, label)
+            label = np.where(np.isin(label, seen), spec.ignore_in_metric, label)
         pred, forwards = reference_predict(
             method, bank, spec, background_value, item["image"].to(device), tuple(label.shape), item.get("original"),
             item["stem"],
         )
-        update_confusion(matrix, pred.cpu().numpy(), label, card.ignore_index)
+        update_confusion(matrix, pred.cpu().numpy(), label, spec.ignore_in_metric)
         crops += forwards
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -51,7 +51,7 @@ class PassMember:
     def score(self, pred: torch.Tensor, label: torch.Tensor) -> None:
         if self.ignored_classes is not None:
             ignored = torch.isin(label, self.ignored_classes)
-            label = label.masked_fill(ignored, self.selection.spec.dataset.ignore_index)
+            label = label.masked_fill(ignored, self.metric.ignore_index)
         self.metric.update(pred, label)
 
 

@@ -11,15 +11,22 @@ from torch import Tensor
 class ConfusionMatrix:
     """Rows: ground truth, columns: prediction, summed over a whole split; int64 on any device.
 
-    The metric owns its state, as torchmetrics' metrics do: `update` adds one prediction, `all_reduce`
-    sums the state over the processes of torch.distributed (its reduction: sum), `state_dict` /
-    `load_state_dict` save and resume it, `reset` empties it, `compute` turns it into scores.
+    With `unlabelled_row`, a last row counts the predictions on pixels whose label is neither a class nor
+    `ignore_index` (a protocol's `metric.ignore_index` that is not the card's void, as mmseg's IoUMetric keeps 65535
+    with its default 255): they enter the predicted class's area and union, never a label area.
+
+    The metric owns its state, as torchmetrics' metrics do: `update` adds one prediction, `all_reduce` sums the
+    state over the processes of torch.distributed (its reduction: sum), `state_dict` / `load_state_dict` save and
+    resume it, `reset` empties it, `compute` turns it into scores.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str = "cpu") -> None:
+    def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str = "cpu",
+                 unlabelled_row: bool = False) -> None:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+        self.unlabelled_row = unlabelled_row
+        rows = num_classes + 1 if unlabelled_row else num_classes
+        self.matrix = torch.zeros(rows, num_classes, dtype=torch.int64, device=device)
 
     def reset(self) -> None:
         self.matrix.zero_()
@@ -31,9 +38,12 @@ class ConfusionMatrix:
         label = label.to(self.matrix.device, torch.int64).reshape(-1)
         pred = pred.to(self.matrix.device, torch.int64).reshape(-1)
         keep = label != self.ignore_index
-        k = self.num_classes
-        counts = torch.bincount(label[keep] * k + pred[keep], minlength=k * k)
-        self.matrix += counts.reshape(k, k)
+        k, rows = self.num_classes, self.matrix.shape[0]
+        label = label[keep]
+        if self.unlabelled_row:
+            label = torch.where((label >= 0) & (label < k), label, k)
+        counts = torch.bincount(label * k + pred[keep], minlength=rows * k)
+        self.matrix += counts.reshape(rows, k)
 
     def all_reduce(self) -> None:
         """Sum over the processes of torch.distributed (no-op when it is not initialised)."""
@@ -74,9 +84,11 @@ def _nanmean(values: Tensor) -> float:
 
 
 def scores_from_matrix(matrix: Tensor) -> SegScores:
+    """Scores of a [K,K] matrix, or of a [K+1,K] one whose last row holds predictions on unlabelled pixels."""
     m = matrix.double().cpu()
-    intersect = torch.diagonal(m)
-    area_label = m.sum(dim=1)
+    classes = m.shape[1]
+    intersect = torch.diagonal(m[:classes])
+    area_label = m[:classes].sum(dim=1)
     area_pred = m.sum(dim=0)
     union = area_label + area_pred - intersect
     iou = intersect / union  # 0/0 -> NaN: the class is absent from labels and predictions

@@ -76,6 +76,15 @@ class BenchmarkSpec:
     background: BackgroundSpec
     method_settings: dict[str, Any] = field(default_factory=dict)
     split: ClassSplit | None = None
+    # The label value the metric masks, where a protocol sets one other than the card's ignore_index (`metric:
+    # {ignore_index: 255}`: mmseg IoUMetric's default on a card whose void is 65535). Label values outside the
+    # classes are then pixels without a label whose predictions count in the predicted class's union.
+    metric_ignore_index: int | None = None
+
+    @property
+    def ignore_in_metric(self) -> int:
+        """The label value the metric skips: the protocol's `metric.ignore_index`, else the card's ignore_index."""
+        return self.dataset.ignore_index if self.metric_ignore_index is None else self.metric_ignore_index
 
     @property
     def flat_names(self) -> list[str]:
@@ -221,11 +230,25 @@ def _background_spec(raw: dict[str, Any], path: Path, where: str) -> BackgroundS
 
 
 _PROTOCOL_REQUIRED = {"name": str, "image": dict, "inference": dict, "text": dict, "benchmarks": dict}
-_PROTOCOL_OPTIONAL = {"title": str, "source": str, "precision": str, "background": dict, "method_settings": dict}
+_PROTOCOL_OPTIONAL = {
+    "title": str, "source": str, "precision": str, "background": dict, "method_settings": dict, "metric": dict,
+}
 _BENCHMARK_REQUIRED = {"dataset": str, "classes": str}
 _BENCHMARK_OPTIONAL = {
-    "image": dict, "inference": dict, "background": dict, "method_settings": dict, "split": dict,
+    "image": dict, "inference": dict, "background": dict, "method_settings": dict, "split": dict, "metric": dict,
 }
+
+
+def _metric_ignore_index(raw: dict[str, Any], card: DatasetCard, path: Path, where: str) -> int | None:
+    """`metric: {ignore_index: N}`: None where it is absent or equals the card's own ignore_index."""
+    check_fields(raw, {}, {"ignore_index": int}, path, where)
+    value = raw.get("ignore_index")
+    if value is None or value == card.ignore_index:
+        return None
+    if value < 0:
+        raise ConfigError(f"{path}: {where}key 'ignore_index'{at_line(raw, 'ignore_index')} must be a label value "
+                          f"(>= 0), got {value}")
+    return value
 
 
 def _check_class_count(spec: BenchmarkSpec, classes_file: Path) -> None:
@@ -313,6 +336,8 @@ def _load_protocol(name_or_path: str | Path, overrides: dict[str, Any] | None) -
             ),
             method_settings={**top_settings, **(bench_raw.get("method_settings") or {})},
         )
+        spec = replace(spec, metric_ignore_index=_metric_ignore_index(
+            merged(raw.get("metric") or {}, bench_raw.get("metric")), spec.dataset, path, f"{where}metric: "))
         _check_class_count(spec, classes_file)
         if bench_raw.get("split") is not None:
             split = _class_split(bench_raw["split"], spec.dataset, base, path, f"{where}split: ")
@@ -331,8 +356,10 @@ def _load_protocol(name_or_path: str | Path, overrides: dict[str, Any] | None) -
     )
 
 
-OVERRIDE_SECTIONS = ("image", "inference", "background", "method_settings", "precision", "text", "benchmarks")
-PER_BENCHMARK_SECTIONS = ("image", "inference", "background", "method_settings")
+OVERRIDE_SECTIONS = (
+    "image", "inference", "background", "method_settings", "metric", "precision", "text", "benchmarks",
+)
+PER_BENCHMARK_SECTIONS = ("image", "inference", "background", "method_settings", "metric")
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -353,7 +380,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> None:
     """Sets each dotted key in the protocol's raw mapping and renames it after what was set.
 
-    ``image.*``, ``inference.*``, ``background.*`` and ``method_settings.*`` apply to every benchmark
+    ``image.*``, ``inference.*``, ``background.*``, ``method_settings.*`` and ``metric.*`` apply to every benchmark
     (also where a benchmark sets its own value); ``benchmarks.NAME.*`` to one; ``precision`` and
     ``text.*`` to the protocol.
     """
@@ -441,4 +468,6 @@ def _spec_content(spec: BenchmarkSpec) -> dict[str, Any]:
     }
     if spec.split is not None:
         content["split"] = asdict(spec.split)
+    if spec.metric_ignore_index is not None:
+        content["metric"] = {"ignore_index": spec.metric_ignore_index}
     return content

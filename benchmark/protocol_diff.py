@@ -90,6 +90,7 @@ def benchmark_settings(spec: BenchmarkSpec) -> dict[str, Any]:
     }
     if spec.split is not None:
         content["split"] = {"name": spec.split.name, "setting": spec.split.setting}
+    content["metric"] = {"ignore_index": spec.ignore_in_metric}
     flat: dict[str, Any] = {}
     for section, value in content.items():
         if isinstance(value, dict):

@@ -159,7 +159,8 @@ def _prepare(
         "protocol": protocol.hash, "run": run.run_id, "benchmark": spec.name, "rank": shard.rank,
         "world": shard.world, "images": len(selection.samples), "limit": settings.limit,
     }
-    metric = ConfusionMatrix(spec.dataset.num_classes, spec.dataset.ignore_index, torch.device(settings.device))
+    metric = ConfusionMatrix(spec.dataset.num_classes, spec.ignore_in_metric, torch.device(settings.device),
+                             unlabelled_row=spec.metric_ignore_index is not None)
     state = PartialState.load_or_new(state_file, key)
     if state.metric is not None:
         try:

@@ -192,3 +192,50 @@ def test_chunking_engages_only_where_the_label_step_allows_it():
     bank = method.encode_classes([list(names) for names in area_spec.class_names], make_text())
     predictor = SlidingWindowPredictor(method, [ScoreHead(area_spec, bank, 0.1)], score_bytes=1024)
     assert not predictor._chunks_classes(predictor.heads[0], image.shape[-2:], torch.zeros(16, 16))
+
+
+def test_a_metric_ignore_index_other_than_the_cards_counts_void_predictions_as_mmseg_does():
+    """mmseg IoUMetric(ignore_index=255) on 16-bit labels (ProxyCLIP's and Trident's A-847 runs): label 255 (a class
+    here) is dropped, void 65535 stays, enters no label area, and its predictions enter the predicted class's area."""
+    rng = np.random.default_rng(5)
+    classes, void = 300, 65535
+    metric = ConfusionMatrix(classes, 255, unlabelled_row=True)
+    label = rng.integers(0, classes, (40, 30))
+    label[rng.random(label.shape) < 0.25] = void
+    label[:3] = 255
+    pred = rng.integers(0, classes, label.shape)
+    pred[label == 7] = 7
+    metric.update(torch.from_numpy(pred), torch.from_numpy(label))
+    kept = label != 255  # IoUMetric.intersect_and_union: mask, then histc over [0, classes - 1]
+    masked_pred, masked_label = pred[kept], label[kept]
+    in_range = masked_label < classes
+    intersect = np.bincount(masked_pred[masked_pred == masked_label], minlength=classes)
+    area_pred = np.bincount(masked_pred, minlength=classes)
+    area_label = np.bincount(masked_label[in_range], minlength=classes)
+    union = area_pred + area_label - intersect
+    expected = np.where(union > 0, intersect / np.maximum(union, 1), np.nan)
+    scores = metric.compute()
+    assert metric.matrix.shape == (classes + 1, classes) and int(metric.matrix[classes].sum()) == (label == void).sum()
+    assert np.allclose(np.array(scores.iou), expected, atol=1e-12, equal_nan=True)
+    assert np.isnan(scores.iou[255]) or scores.iou[255] == 0.0
+    assert scores.aacc == pytest.approx(intersect.sum() / area_label.sum(), abs=1e-12)
+
+
+def test_the_metric_ignore_index_is_a_protocol_setting_in_its_hash():
+    from benchmark.errors import ConfigError
+    from benchmark.protocol import load_protocol
+
+    plain = load_protocol("ovs5")
+    assert all(spec.metric_ignore_index is None for spec in plain.benchmarks.values())
+    assert plain.benchmarks["ade847"].ignore_in_metric == 65535
+    mmseg = load_protocol("ovs5", {"metric.ignore_index": 255})
+    assert mmseg.benchmarks["ade847"].metric_ignore_index == 255
+    assert mmseg.benchmarks["context459"].ignore_in_metric == 255
+    assert mmseg.benchmarks["voc20"].metric_ignore_index is None  # the card's own value: nothing changes
+    assert mmseg.hash != plain.hash
+    void = load_protocol("ovs5", {"metric.ignore_index": 65535})  # the 16-bit cards' own value; 255 kept elsewhere
+    assert [spec.metric_ignore_index for spec in void.benchmarks.values()] == [None, None, 65535, 65535, 65535]
+    with pytest.raises(ConfigError, match=r"ade847: metric: key 'ignore_index' must be a label value \(>= 0\), got -1"):
+        load_protocol("ovs5", {"metric.ignore_index": -1})
+    with pytest.raises(ConfigError, match=r"ade847: metric: unknown key 'ignore'; allowed: ignore_index"):
+        load_protocol("ovs5", {"metric.ignore": 255})

@@ -258,13 +258,32 @@ def test_methods_run_on_the_large_vocabulary_protocols(protocol_name, methods, w
         card = protocol.benchmarks[record["benchmark"]].dataset
         assert record["protocol"]["hash"] == protocol.hash and len(record["per_class_iou"]) == card.num_classes
         assert record["dataset"]["images"] == 1 and 0 <= record["miou"] <= 100
+    if protocol_name == "ovs5":
+        check_chunks_and_mmseg_metric(protocol_path, world, seed_checkpoints, tmp_path, records)
+
+
+def check_chunks_and_mmseg_metric(protocol_path: Path, world: dict[str, Path], checkpoints: dict[str, Path],
+                                  tmp_path: Path, records: list[dict]) -> None:
+    """clip's chunked A-847 record against an unchunked run, and against mmseg's metric on the same labels."""
     unchunked = tmp_path / "unchunked"
-    options = [*method_options("clip", world, seed_checkpoints), "--limit", "1", "--benchmarks", "ade847"]
+    options = [*method_options("clip", world, checkpoints), "--limit", "1", "--benchmarks", "ade847"]
     assert run_eval("clip", protocol_path, world, unchunked, options) == 0
     (whole,) = [record for record in map(json.loads, (path.read_text() for path in unchunked.rglob("ade847*.json")))
                 if "miou" in record]
     (chunked,) = [record for record in records if (record["method"]["name"], record["benchmark"]) == ("clip", "ade847")]
     assert whole["confusion_matrix"] == chunked["confusion_matrix"]
+    # mmseg's IoUMetric on the same labels (ignore_index 255): class 255's pixels dropped, void pixels' predictions
+    # in a row of their own, every other count unchanged
+    mmseg = tmp_path / "mmseg_metric"
+    assert run_eval("clip", protocol_path, world, mmseg, [*options, "--set", "metric.ignore_index=255"]) == 0
+    (quirk,) = [record for record in map(json.loads, (path.read_text() for path in mmseg.rglob("ade847*.json")))
+                if "miou" in record]
+    matrix, counted = np.array(whole["confusion_matrix"]), np.array(quirk["confusion_matrix"])
+    (sample,) = list_samples(load_card("ade847"), world["data"])[:1]
+    raw = np.asarray(Image.open(sample.label))
+    assert counted.shape == (848, 847) and counted[847].sum() == (raw == 65535).sum()
+    assert counted[255].sum() == 0 and matrix[255].sum() == (raw == 255).sum()
+    assert np.array_equal(np.delete(counted[:847], 255, axis=0), np.delete(matrix, 255, axis=0))
 
 
 @pytest.mark.slow
