@@ -39,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmark.data import BenchmarkDataset, DatasetCard, list_samples, single_item
 from benchmark.errors import ConfigError, DataError
-from benchmark.eval_settings import EvalSettings
+from benchmark.eval_settings import SCORE_MEMORY_MIB, EvalSettings
 from benchmark.inference import (
     ImagePreprocessor,
     PreparedImage,
@@ -443,7 +443,7 @@ class BenchSettings:
     profile_dir: Path | None = None  # after timing, one more run of each loop under cProfile, saved here
     compile: bool = False  # torch.compile the engine's forward; the reference loop stays eager
     image_size: tuple[int, int] | None = None  # (width, height) of every image; None: the card's bench_shapes.yaml
-    score_memory_mib: int = 1024  # the engine's EvalSettings.score_memory_mib
+    score_memory_mib: int = SCORE_MEMORY_MIB  # the engine's EvalSettings.score_memory_mib
 
 
 @dataclass

@@ -13,6 +13,7 @@ from benchmark.cli_args import (
     add_method_group,
     add_roots_group,
     add_running_group,
+    add_score_memory_option,
     comma_list,
     image_size,
     method_run,
@@ -238,9 +239,7 @@ def add_eval_command(commands: argparse._SubParsersAction) -> None:
     running.add_argument("--batch-size", type=positive_int, default=16, help="crops per forward pass")
     running.add_argument("--workers", type=non_negative_int, default=2,
                          help="DataLoader workers for decoding and resizing")
-    running.add_argument("--score-memory", type=positive_int, default=1024, metavar="MiB",
-                         help="an image's float32 class scores beyond which the engine stitches, upsamples and "
-                              "reduces them a chunk of classes at a time (large vocabularies; default: 1024)")
+    add_score_memory_option(running)
     add_roots_group(run, "data", "weights", "results")
     run.set_defaults(func=cmd_eval)
 
@@ -267,9 +266,7 @@ def add_bench_command(commands: argparse._SubParsersAction) -> None:
     running = add_running_group(bench, progress=False)
     running.add_argument("--batch-size", type=positive_int, default=16, help="crops per forward pass of the engine")
     running.add_argument("--workers", type=non_negative_int, default=0, help="DataLoader workers, for both loops")
-    running.add_argument("--score-memory", type=positive_int, default=1024, metavar="MiB",
-                         help="an image's float32 class scores beyond which the engine stitches, upsamples and "
-                              "reduces them a chunk of classes at a time (large vocabularies; default: 1024)")
+    add_score_memory_option(running)
     add_roots_group(bench, "weights")
     bench.set_defaults(func=cmd_bench)
 

@@ -11,6 +11,7 @@ import yaml
 from benchmark import paths
 from benchmark.devices import device_name
 from benchmark.errors import BenchmarkError
+from benchmark.eval_settings import SCORE_MEMORY_MIB
 
 if TYPE_CHECKING:
     from benchmark.method_run import MethodRun
@@ -116,6 +117,13 @@ def add_running_group(
     if progress:
         group.add_argument("--no-progress", action="store_true")
     return group
+
+
+def add_score_memory_option(group: argparse._ArgumentGroup) -> None:
+    """--score-memory MiB (EvalSettings.score_memory_mib), for the commands that run the engine."""
+    group.add_argument("--score-memory", type=positive_int, default=SCORE_MEMORY_MIB, metavar="MiB",
+                       help="an image's float32 class scores beyond which the engine stitches, upsamples and reduces "
+                            f"them a chunk of classes at a time (large vocabularies; default: {SCORE_MEMORY_MIB})")
 
 
 def method_run(args: argparse.Namespace) -> MethodRun:

@@ -7,6 +7,10 @@ from pathlib import Path
 
 from benchmark import paths
 
+# An image's float32 class scores (MiB) beyond which the engine stitches, upsamples and reduces them a chunk of
+# classes at a time (large vocabularies); `--score-memory`.
+SCORE_MEMORY_MIB = 1024
+
 
 @dataclass
 class EvalSettings:
@@ -25,4 +29,4 @@ class EvalSettings:
     progress: bool = True
     shared_pass: bool = True  # benchmarks over the same images in one pass, where the method has the hooks
     compile: bool = False  # torch.compile the method's forward (recorded; changes fp32 rounding slightly)
-    score_memory_mib: int = 1024  # an image's float32 scores beyond which classes are stitched in chunks
+    score_memory_mib: int = SCORE_MEMORY_MIB

@@ -14,12 +14,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from benchmark.errors import NumericalError
+from benchmark.eval_settings import SCORE_MEMORY_MIB
 from benchmark.numerics import precision_mode
 from benchmark.protocol import BackgroundSpec, BenchmarkSpec, ImageSpec, InferenceSpec
 from methods.base import SegMethod
 
 Window = tuple[int, int, int, int]  # y1, y2, x1, x2
-SCORE_BYTES = 1 << 30  # float32 scores of one image beyond which the engine stitches classes in chunks (1 GiB)
+SCORE_BYTES = SCORE_MEMORY_MIB << 20  # float32 scores of one image beyond which classes are stitched in chunks
 
 
 def rescale_size(width: int, height: int, short: int, long_max: int) -> tuple[int, int]:
@@ -83,10 +84,14 @@ def class_scores(name_scores: Tensor, spec: BenchmarkSpec, score_kind: str) -> T
         probs = name_scores
     else:
         raise ValueError(f"score_kind must be 'logits' or 'probs', got {score_kind!r}")
-    if len(spec.class_names) == probs.shape[0]:
-        return probs
-    bounds = name_bounds(spec)
-    return torch.stack([probs[a:b].amax(dim=0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+    return synonyms_max(probs, name_bounds(spec))
+
+
+def synonyms_max(scores: Tensor, bounds: np.ndarray) -> Tensor:
+    """Names' scores [n,H,W] -> classes' [len(bounds) - 1,H,W]: the max over names bounds[k]:bounds[k+1] of class k."""
+    if len(bounds) - 1 == scores.shape[0]:
+        return scores
+    return torch.stack([scores[a:b].amax(dim=0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
 
 
 def first_max(probs: Tensor) -> tuple[Tensor, Tensor]:
@@ -452,12 +457,7 @@ class StreamingLabels:
             self.exp_sum = self.exp_sum * torch.exp(self.max_logit - chunk_max) + torch.exp(
                 name_scores - chunk_max).sum(dim=0)
             self.max_logit = chunk_max
-        if len(bounds) - 1 == name_scores.shape[0]:
-            class_scores = name_scores
-        else:
-            class_scores = torch.stack([name_scores[a:b].amax(dim=0) for a, b in zip(bounds[:-1], bounds[1:],
-                                                                                      strict=True)])
-        best, index = first_max(class_scores)
+        best, index = first_max(synonyms_max(name_scores, bounds))
         better = best > self.best
         self.best = torch.where(better, best, self.best)
         self.index = torch.where(better, index + first_class, self.index)
